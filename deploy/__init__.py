@@ -1,0 +1,1 @@
+"""Serverless deployment: Lambda handlers, the local API Gateway emulator, the SAM template."""

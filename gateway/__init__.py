@@ -1,0 +1,3 @@
+"""chatgate: a multi-tenant, stateful AI chat gateway."""
+
+__version__ = "0.1.0"

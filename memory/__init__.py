@@ -1,0 +1,1 @@
+"""Tiered conversation memory: hot Redis, warm history, cold archive, context assembly."""

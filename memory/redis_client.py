@@ -1,0 +1,38 @@
+"""Connect to Redis by URL: a real server, a Redis Cluster, or the embedded ``memory://``.
+
+``memory://`` is fakeredis with Lua (lupa): the same commands and the same Lua scripts as a
+real server, in-process, so ``chatgate serve`` needs no service. Each ``memory://NAME``
+URL is its own isolated server; plain ``memory://`` is one per process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+RedisClient = aioredis.Redis
+
+
+def is_embedded(url: str) -> bool:
+    return url.startswith("memory://")
+
+
+def connect_redis(url: str, **options: Any) -> RedisClient:
+    """A client for ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://`` or ``memory://``.
+
+    Cluster clients expose the same command API; they are returned under the same type
+    because every script we run keeps its keys in one hash slot.
+    """
+    if is_embedded(url):
+        import fakeredis
+
+        server_name = url.removeprefix("memory://") or "chatgate"
+        client: RedisClient = fakeredis.FakeAsyncRedis(server_name=server_name, **options)
+        return client
+    if url.startswith("redis+cluster://"):
+        cluster = RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"),
+                                        **options)
+        return cluster  # type: ignore[return-value]
+    return aioredis.from_url(url, **options)

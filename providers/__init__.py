@@ -1,0 +1,1 @@
+"""Model providers: one streaming Protocol, pure wire mapping, thin I/O."""
