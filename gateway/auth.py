@@ -1,0 +1,136 @@
+"""JWT authentication with pinned algorithms.
+
+HS256 with a shared secret, or RS256 with a PEM public key (file) or a JWKS URL. The
+algorithm list is fixed by the kind of key we hold: a token that names ``none`` or an
+algorithm the key was not made for is refused. Claims: ``sub``, ``brand``, ``plan``,
+``exp`` (required), optional ``roles``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from aiohttp import web
+
+from gateway.config import Config
+from gateway.errors import Unauthorized
+
+REQUIRED_CLAIMS = ("sub", "brand", "plan", "exp")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller."""
+
+    user_id: str
+    brand: str
+    plan: str
+    roles: frozenset[str] = frozenset()
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+class TokenVerifier:
+    """Verifies tokens and checks their brand and plan against the config."""
+
+    def __init__(self, config: Config, *, secret: str | None = None,
+                 public_key_pem: str | None = None, jwks_url: str | None = None) -> None:
+        self._config = config
+        self._jwks: jwt.PyJWKClient | None = None
+        self._key: str | None
+        if jwks_url:
+            self._jwks, self._key, self._algorithms = jwt.PyJWKClient(jwks_url), None, ["RS256"]
+        elif public_key_pem:
+            self._key, self._algorithms = public_key_pem, ["RS256"]
+        elif secret:
+            self._key, self._algorithms = secret, ["HS256"]
+        else:
+            raise ValueError("a JWT secret, public key or JWKS URL is required")
+
+    def verify(self, token: str) -> Principal:
+        try:
+            key = self._jwks.get_signing_key_from_jwt(token).key if self._jwks else self._key
+            claims = jwt.decode(token, key, algorithms=self._algorithms,  # type: ignore[arg-type]
+                                options={"require": list(REQUIRED_CLAIMS)})
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token expired") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("invalid token") from None
+        return self._principal(claims)
+
+    def _principal(self, claims: dict[str, object]) -> Principal:
+        sub, brand, plan = claims.get("sub"), claims.get("brand"), claims.get("plan")
+        if not all(isinstance(v, str) and v for v in (sub, brand, plan)):
+            raise Unauthorized("token claims sub, brand and plan must be non-empty strings")
+        assert isinstance(sub, str) and isinstance(brand, str) and isinstance(plan, str)
+        if self._config.brand(brand) is None:
+            raise Unauthorized("unknown brand")
+        if self._config.plan(plan) is None:
+            raise Unauthorized("unknown plan")
+        roles = claims.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise Unauthorized("token claim roles must be a list of strings")
+        return Principal(user_id=sub, brand=brand, plan=plan, roles=frozenset(roles))
+
+
+def token_from_request(request: web.Request) -> str:
+    """The bearer token of the ``Authorization`` header, else the ``token`` query parameter."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    query = request.query.get("token", "")
+    if query:
+        return query
+    raise Unauthorized("missing bearer token")
+
+
+def issue_token(secret: str, *, user: str, brand: str, plan: str = "free", ttl_s: int = 3600,
+                roles: list[str] | None = None, now: float | None = None) -> str:
+    """An HS256 token for local use and tests (``chatgate token``)."""
+    issued = int(now if now is not None else time.time())
+    claims: dict[str, object] = {"sub": user, "brand": brand, "plan": plan,
+                                 "iat": issued, "exp": issued + ttl_s}
+    if roles:
+        claims["roles"] = roles
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def generate_dev_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def read_public_key(path: str) -> str:
+    return Path(path).read_text("utf-8")
+
+
+DEV_SECRET_PATH = Path(".chatgate/dev-jwt-secret")
+
+
+def dev_secret(path: Path = DEV_SECRET_PATH) -> tuple[str, bool]:
+    """The local dev secret, created (mode 0600) on first use. Returns (secret, created)."""
+    if path.exists():
+        return path.read_text("utf-8").strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = generate_dev_secret()
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n", "utf-8")
+    return secret, True
+
+
+def build_verifier(config: Config) -> tuple[TokenVerifier, str | None]:
+    """The verifier for the configured key; the HS256 secret when tokens can be issued here."""
+    settings = config.settings
+    if settings.jwks_url:
+        return TokenVerifier(config, jwks_url=settings.jwks_url), None
+    if settings.jwt_public_key_file:
+        pem = read_public_key(settings.jwt_public_key_file)
+        return TokenVerifier(config, public_key_pem=pem), None
+    secret = settings.jwt_secret or dev_secret()[0]
+    return TokenVerifier(config, secret=secret), secret

@@ -1,0 +1,67 @@
+"""The turn gate over Redis: GCRA rate limits and Lua budget reservations (``budgets/``)."""
+
+from __future__ import annotations
+
+from budgets import BudgetLedger, BudgetLimits, RateLimiter, Refused, ReservationRequest
+from gateway.auth import Principal
+from gateway.config import Brand, Plan
+from gateway.errors import BudgetExceeded, RateLimited
+from gateway.gates import Admission
+from providers.usage import Usage
+
+_SCOPE_WORDS = {
+    "user_day": "your daily token limit",
+    "user_month": "your monthly token limit",
+    "brand_month": "this service's monthly token budget",
+    "conversation": "this conversation's token limit",
+}
+
+
+class BudgetGate:
+    """Implements :class:`gateway.gates.TurnGate`."""
+
+    def __init__(self, ledger: BudgetLedger, limiter: RateLimiter) -> None:
+        self._ledger = ledger
+        self._limiter = limiter
+
+    @property
+    def ledger(self) -> BudgetLedger:
+        return self._ledger
+
+    async def check_rate(self, principal: Principal, brand: Brand) -> None:
+        decision = await self._limiter.check(
+            brand=brand.name, user_id=principal.user_id,
+            per_minute_per_user=brand.requests_per_minute_per_user,
+            per_second_per_brand=brand.requests_per_second_per_brand)
+        if not decision.allowed:
+            who = "you are" if decision.scope == "user" else "this service is"
+            raise RateLimited(f"too many requests: {who} over the request rate",
+                              retry_after_ms=decision.retry_after_ms)
+
+    async def admit(self, principal: Principal, brand: Brand, plan: Plan, *,
+                    conversation_id: str, request_id: str, prompt_tokens: int,
+                    max_tokens: int) -> Admission:
+        remaining = await self._ledger.conversation_remaining(
+            brand.name, conversation_id, brand.tokens_per_conversation)
+        max_tokens = min(max_tokens, remaining - prompt_tokens)
+        if max_tokens <= 0:
+            raise _exceeded("conversation")
+        reservation = prompt_tokens + max_tokens
+        result = await self._ledger.reserve(ReservationRequest(
+            brand=brand.name, user_id=principal.user_id, conversation_id=conversation_id,
+            request_id=request_id, tokens=reservation,
+            limits=BudgetLimits.for_plan(plan, brand)))
+        if isinstance(result, Refused):
+            raise _exceeded(result.scope)
+        return Admission(request_id=request_id, brand=brand.name,
+                         reserved_tokens=result.tokens, max_tokens=max_tokens)
+
+    async def settle(self, principal: Principal, admission: Admission, *, usage: Usage,
+                     cost_usd: float) -> None:
+        await self._ledger.settle(brand=admission.brand, request_id=admission.request_id,
+                                  actual_tokens=usage.total_tokens, cost_usd=cost_usd)
+
+
+def _exceeded(scope: str) -> BudgetExceeded:
+    return BudgetExceeded(f"budget exceeded: {_SCOPE_WORDS.get(scope, scope)} is used up",
+                          scope=scope)

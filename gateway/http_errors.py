@@ -1,0 +1,46 @@
+"""Gateway errors as HTTP responses, in OpenAI's error shape (so the SDKs parse them)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import GatewayError, InternalError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_body(error: GatewayError) -> dict[str, object]:
+    return {"error": {"message": error.message, "type": error.code, "code": error.code,
+                      **error.extra}}
+
+
+def error_response(error: GatewayError, *, headers: dict[str, str] | None = None
+                   ) -> web.Response:
+    all_headers = dict(headers or {})
+    retry_after_ms = error.extra.get("retry_after_ms")
+    if isinstance(retry_after_ms, int):
+        all_headers["Retry-After"] = str(max(1, -(-retry_after_ms // 1000)))
+    if error.status == 401:
+        all_headers["WWW-Authenticate"] = 'Bearer realm="chatgate"'
+    return web.Response(status=error.status, body=orjson.dumps(error_body(error)),
+                        content_type="application/json", headers=all_headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Typed errors become JSON responses; anything unexpected becomes a 500 without detail."""
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return error_response(exc)
+    except web.HTTPException:
+        raise
+    except Exception:
+        import structlog
+
+        structlog.get_logger("chatgate.http").exception("http_handler_failed",
+                                                        path=request.path)
+        return error_response(InternalError("internal error"))

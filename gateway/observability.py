@@ -1,0 +1,55 @@
+"""Structured logs (structlog, JSON) and Prometheus metrics.
+
+Logs carry ids, figures and outcomes, never message content or secrets. One ``turn`` line
+per chat turn is emitted by the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+class Metrics:
+    """The gateway's metrics, in a registry of their own (one per app)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.turns = Counter("chatgate_turns", "Chat turns by outcome",
+                             ["brand", "outcome"], registry=r)
+        self.tokens = Counter("chatgate_tokens", "Tokens billed", ["brand", "kind"], registry=r)
+        self.cost = Counter("chatgate_cost_usd", "Cost in USD", ["brand"], registry=r)
+        self.refusals = Counter("chatgate_refusals", "Turns refused before any provider call",
+                                ["brand", "code"], registry=r)
+        self.cache = Counter("chatgate_cache_lookups", "Response cache lookups",
+                             ["brand", "result"], registry=r)
+        self.first_token = Histogram(
+            "chatgate_first_token_seconds", "Time from request to first delta", ["brand"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.turn_seconds = Histogram(
+            "chatgate_turn_seconds", "Whole turn duration", ["brand"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
+        self.connections = Counter("chatgate_ws_connections", "WebSocket connections opened",
+                                   ["brand"], registry=r)

@@ -1,0 +1,123 @@
+"""The gateway's runtime: every shared resource, created and closed in one place.
+
+``open_runtime(config)`` is an async context manager used by the aiohttp app's
+``cleanup_ctx`` and by the Lambda handlers alike, so both run the same core. Backends are
+chosen by URL (``CHATGATE_REDIS_URL``, ``CHATGATE_HISTORY_URL``, ``CHATGATE_ARCHIVE_URL``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+
+from budgets import BudgetAlerter, BudgetLedger, RateLimiter, publisher_from_settings
+from gateway.auth import TokenVerifier, build_verifier
+from gateway.budget_gate import BudgetGate
+from gateway.config import Config
+from gateway.observability import Metrics
+from gateway.service import ChatService
+from memory.cold import open_archive
+from memory.cold.base import Archive
+from memory.conversations import ConversationStore, TurnJournal
+from memory.hot import HotMemory
+from memory.journal import DirectJournal, OutboxJournal
+from memory.persister import Outbox, Persister
+from memory.redis_client import RedisClient, connect_redis, is_embedded
+from memory.tokens import TokenCounter
+from memory.warm import open_history
+from memory.warm.base import HistoryStore
+from providers.registry import ProviderRegistry, build_registry
+from providers.router import Router
+
+log = structlog.get_logger("chatgate.runtime")
+
+
+@dataclass(slots=True)
+class Runtime:
+    config: Config
+    metrics: Metrics
+    redis: RedisClient
+    verifier: TokenVerifier
+    dev_secret: str | None
+    counter: TokenCounter
+    registry: ProviderRegistry
+    hot: HotMemory
+    history: HistoryStore
+    archive: Archive | None
+    conversations: ConversationStore
+    ledger: BudgetLedger
+    service: ChatService
+    http: aiohttp.ClientSession
+    persister: Persister | None
+
+    @property
+    def embedded(self) -> bool:
+        return is_embedded(self.config.settings.redis_url)
+
+
+@asynccontextmanager
+async def open_runtime(config: Config, *, clock: Callable[[], float] = time.time,
+                       metrics: Metrics | None = None,
+                       run_persister: bool = True) -> AsyncIterator[Runtime]:
+    settings, limits = config.settings, config.limits
+    metrics = metrics or Metrics()
+    counter = TokenCounter()
+    verifier, secret = build_verifier(config)
+    async with contextlib.AsyncExitStack() as stack:
+        redis = connect_redis(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        history = await open_history(settings.history_url, clock=clock)
+        stack.push_async_callback(history.aclose)
+        archive = await open_archive(settings.archive_url)
+        if archive is not None:
+            stack.push_async_callback(archive.aclose)
+        registry = build_registry(config, counter)
+        stack.push_async_callback(registry.aclose)
+        journal, persister = _journal(redis, history, archive, embedded=is_embedded(
+            settings.redis_url))
+        hot = HotMemory(redis, ttl_s=limits.hot_ttl_s, max_messages=limits.hot_messages,
+                        clock=clock)
+        conversations = ConversationStore(hot, journal, history,
+                                          recent_messages=limits.hot_messages)
+        alerter = BudgetAlerter(publisher_from_settings(settings, http=http))
+        ledger = BudgetLedger(redis, clock=clock, lease_s=limits.reservation_lease_s,
+                              alerts=alerter)
+        gate = BudgetGate(ledger, RateLimiter(redis, clock=clock))
+        service = ChatService(config=config, router=Router(registry),
+                              conversations=conversations, counter=counter, gate=gate,
+                              metrics=metrics, clock=clock)
+        runtime = Runtime(config=config, metrics=metrics, redis=redis, verifier=verifier,
+                          dev_secret=secret, counter=counter, registry=registry, hot=hot,
+                          history=history, archive=archive, conversations=conversations,
+                          ledger=ledger, service=service, http=http, persister=persister)
+        if persister is not None and run_persister:
+            task = asyncio.create_task(persister.run())
+            stack.push_async_callback(_stop_persister, persister, task)
+        yield runtime
+
+
+def _journal(redis: RedisClient, history: HistoryStore, archive: Archive | None, *,
+             embedded: bool) -> tuple[TurnJournal, Persister | None]:
+    if embedded:
+        return DirectJournal(history, archive), None
+    outbox = Outbox(redis)
+    persister = Persister(redis, history, archive)
+    return OutboxJournal(outbox), persister
+
+
+async def _stop_persister(persister: Persister, task: asyncio.Task[None]) -> None:
+    """Shutdown flushes: stop the loop, then drain what is left in the outbox."""
+    persister.stop()
+    try:
+        await asyncio.wait_for(task, timeout=10)
+    except (TimeoutError, asyncio.CancelledError):
+        task.cancel()
+    await persister.drain()

@@ -1,0 +1,306 @@
+"""ChatService: the one transport-independent pipeline for a chat turn.
+
+    resolve conversation (hot → warm) → rate limit → assemble context → reserve budget
+    → cache lookup → provider stream (router) → sink → settle budget → record the turn
+
+The service writes frames to a :class:`~gateway.sink.Sink` and never knows whether they
+go to an aiohttp WebSocket, an SSE response or API Gateway. Every path out of a turn
+that reserved budget settles it: done, cancel, provider failure, client gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+import structlog
+
+from gateway.auth import Principal
+from gateway.config import Brand, Config, Plan, ProviderSpec
+from gateway.errors import (
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    NotFound,
+    from_provider_error,
+)
+from gateway.frames import ChatFrame, DeltaFrame, DoneFrame, ErrorFrame, StartFrame
+from gateway.gates import Admission, TurnGate
+from gateway.observability import Metrics
+from gateway.sink import Sink, SinkClosed
+from memory.context import AssembledContext, ContextTooLarge, assemble_context
+from memory.conversations import ConversationStore, LoadedConversation
+from memory.records import StoredMessage, TurnRecord
+from memory.tokens import TokenCounter
+from providers.base import ChatMessage, ProviderRequest, TextDelta
+from providers.errors import ProviderError
+from providers.router import RouteChosen, Router
+from providers.usage import Usage, UsageSnapshot, accumulate, final_usage
+
+log = structlog.get_logger("chatgate.turn")
+
+
+@dataclass(slots=True)
+class TurnControl:
+    """Set by the transport when the client sends ``cancel`` for this turn."""
+
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+@dataclass(slots=True)
+class TurnState:
+    """What one turn has done so far; everything the settle and the log line need."""
+
+    request_id: str
+    frame: ChatFrame
+    principal: Principal
+    started_at: float
+    conversation_id: str = ""
+    provider: str = ""
+    model: str = ""
+    cached: bool = False
+    prompt_tokens: int = 0
+    parts: list[str] = field(default_factory=list)
+    snapshot: UsageSnapshot = field(default_factory=UsageSnapshot)
+    timings: dict[str, float] = field(default_factory=dict)
+    outcome: str = "error"
+    admission: Admission | None = None
+
+    def mark(self, stage: str) -> None:
+        self.timings[stage] = round((time.perf_counter() - self.started_at) * 1000, 3)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class ChatService:
+    def __init__(self, *, config: Config, router: Router, conversations: ConversationStore,
+                 counter: TokenCounter, gate: TurnGate, metrics: Metrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._router = router
+        self._conversations = conversations
+        self._counter = counter
+        self._gate = gate
+        self._metrics = metrics
+        self._clock = clock
+
+    async def chat(self, principal: Principal, frame: ChatFrame, sink: Sink,
+                   control: TurnControl | None = None) -> TurnState:
+        """Run one turn to completion, writing frames to ``sink``. Never raises for the
+        client's or the provider's faults: those end as an ``error`` frame."""
+        control = control or TurnControl()
+        state = TurnState(request_id=uuid.uuid4().hex, frame=frame, principal=principal,
+                          started_at=time.perf_counter())
+        try:
+            await self._run(state, sink, control)
+        except GatewayError as exc:
+            await self._fail(state, sink, exc)
+        except ProviderError as exc:
+            await self._fail(state, sink, from_provider_error(exc))
+        except SinkClosed:
+            state.outcome = "client_gone"
+        except asyncio.CancelledError:
+            state.outcome = "client_gone"
+            raise
+        except Exception:
+            log.exception("turn_failed", request_id=state.request_id)
+            await self._fail(state, sink, InternalError("internal error"))
+        finally:
+            await self._settle(state)
+            self._log(state)
+        return state
+
+    async def _run(self, state: TurnState, sink: Sink, control: TurnControl) -> None:
+        principal, frame = state.principal, state.frame
+        brand, plan = self._brand_and_plan(principal)
+        chain = self._chain(brand, frame.model)
+        await self._gate.check_rate(principal, brand)
+        loaded = await self._load_conversation(principal, frame.conversation_id)
+        state.conversation_id = loaded.conversation_id
+        state.mark("conversation")
+        requested = frame.max_tokens or self._config.limits.default_max_tokens
+        context, max_tokens = self._assemble(brand, plan, loaded, frame.content, requested)
+        state.prompt_tokens = context.prompt_tokens
+        state.admission = await self._gate.admit(
+            principal, brand, plan, conversation_id=state.conversation_id,
+            request_id=state.request_id, prompt_tokens=context.prompt_tokens,
+            max_tokens=max_tokens)
+        state.mark("reserve")
+        request = ProviderRequest(model=chain[0].model, messages=context.messages,
+                                  max_tokens=state.admission.max_tokens,
+                                  request_id=state.request_id)
+        await self._stream(state, sink, control, self._router.stream(brand.name, chain, request))
+        state.mark("stream")
+        await self._record(state, loaded, plan)
+        state.mark("record")
+        await sink.send(self._done_frame(state))
+
+    # --- stages -------------------------------------------------------------------------
+
+    def _brand_and_plan(self, principal: Principal) -> tuple[Brand, Plan]:
+        brand, plan = self._config.brand(principal.brand), self._config.plan(principal.plan)
+        if brand is None or plan is None:  # the verifier checked both; config may have changed
+            raise NotFound("brand or plan no longer configured")
+        return brand, plan
+
+    @staticmethod
+    def _chain(brand: Brand, model: str | None) -> tuple[ProviderSpec, ...]:
+        if model is None:
+            return brand.providers
+        chain = tuple(s for s in brand.providers if s.model == model)
+        if not chain:
+            offered = ", ".join(sorted({s.model for s in brand.providers}))
+            raise InvalidRequest(f"model {model!r} is not offered (offered: {offered})")
+        return chain
+
+    async def _load_conversation(self, principal: Principal,
+                                 conversation_id: str | None) -> LoadedConversation:
+        if conversation_id is None:
+            return self._conversations.start(principal.brand, principal.user_id)
+        loaded = await self._conversations.load(principal.brand, principal.user_id,
+                                                conversation_id)
+        if loaded is None:
+            raise NotFound("conversation not found")
+        return loaded
+
+    def _assemble(self, brand: Brand, plan: Plan, loaded: LoadedConversation, content: str,
+                  requested: int) -> tuple[AssembledContext, int]:
+        """The context, and ``max_tokens`` capped so that prompt + answer fit the window."""
+        new_message = ChatMessage("user", content)
+        head = [ChatMessage("system", brand.system_prompt)] if brand.system_prompt else []
+        floor = self._counter.count_messages([*head, new_message])
+        if floor >= plan.max_context_window:
+            raise InvalidRequest(f"message too long: it needs {floor} tokens and this plan's "
+                                 f"context window is {plan.max_context_window}")
+        max_tokens = min(requested, plan.max_context_window - floor)
+        history = [ChatMessage(m.role, m.content) for m in loaded.messages]
+        try:
+            context = assemble_context(
+                system_prompt=brand.system_prompt, summary=loaded.summary, history=history,
+                new_message=new_message, window=plan.max_context_window,
+                max_tokens=max_tokens, count_messages=self._counter.count_messages)
+        except ContextTooLarge as exc:  # cannot happen after the floor check; kept typed
+            raise InvalidRequest(str(exc)) from None
+        return context, max_tokens
+
+    async def _stream(self, state: TurnState, sink: Sink, control: TurnControl,
+                      events: AsyncIterator[object]) -> None:
+        pump = asyncio.create_task(self._pump(state, sink, events))
+        waiter = asyncio.create_task(control.cancelled.wait())
+        try:
+            await asyncio.wait({pump, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            if not pump.done():
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+        if pump.cancelled():
+            state.outcome = "cancelled"
+            return
+        pump.result()
+        state.outcome = state.snapshot.finish_reason or "stop"
+
+    async def _pump(self, state: TurnState, sink: Sink, events: AsyncIterator[object]) -> None:
+        frame_id = state.frame.id
+        async with aclosing(events):  # type: ignore[type-var]
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    if not state.parts:
+                        state.mark("first_token")
+                    state.parts.append(event.text)
+                    await sink.send(DeltaFrame(frame_id, event.text))
+                elif isinstance(event, RouteChosen):
+                    state.provider, state.model = event.provider, event.model
+                    await sink.send(StartFrame(frame_id, state.conversation_id, event.provider,
+                                               event.model, cached=state.cached))
+                else:
+                    state.snapshot = accumulate(event, state.snapshot)  # type: ignore[arg-type]
+
+    async def _record(self, state: TurnState, loaded: LoadedConversation, plan: Plan) -> None:
+        usage = self._usage(state)
+        now = self._clock()
+        turn = TurnRecord(
+            turn_id=state.request_id, conversation_id=state.conversation_id,
+            user_id=state.principal.user_id, brand=state.principal.brand, plan=plan.name,
+            user_message=StoredMessage("user", state.frame.content, now,
+                                       self._counter.count(state.frame.content)),
+            assistant_message=StoredMessage("assistant", state.text, now,
+                                            usage.completion_tokens),
+            provider=state.provider, model=state.model, prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens, cost_usd=self._cost(state.model, usage),
+            outcome=state.outcome, cached=state.cached, created_at=now,
+            history_ttl_days=plan.history_ttl_days, archive=plan.archive,
+            timings_ms=dict(state.timings))
+        await self._conversations.record(loaded, turn)
+
+    # --- endings ------------------------------------------------------------------------
+
+    def _usage(self, state: TurnState) -> Usage:
+        if state.cached:
+            return Usage(0, 0)
+        return final_usage(state.snapshot, counted_prompt=state.prompt_tokens,
+                           count_completion=lambda: self._counter.count(state.text))
+
+    def _cost(self, model: str, usage: Usage) -> float:
+        price = self._config.price(model)
+        if price is None:
+            return 0.0
+        return round((usage.prompt_tokens * price.input
+                      + usage.completion_tokens * price.output) / 1_000_000, 8)
+
+    def _done_frame(self, state: TurnState) -> DoneFrame:
+        usage = self._usage(state)
+        state.mark("total")
+        return DoneFrame(id=state.frame.id, conversation_id=state.conversation_id,
+                         usage=usage.as_dict(), cost_usd=self._cost(state.model, usage),
+                         cached=state.cached, finish_reason=state.outcome,
+                         timings_ms=dict(state.timings))
+
+    async def _fail(self, state: TurnState, sink: Sink, error: GatewayError) -> None:
+        state.outcome = error.code
+        if state.admission is None:
+            self._metrics.refusals.labels(state.principal.brand, error.code).inc()
+        extra = dict(error.extra)
+        if state.conversation_id:
+            extra.setdefault("conversation_id", state.conversation_id)
+        try:
+            await sink.send(ErrorFrame(state.frame.id, error.code, error.message, extra))
+        except SinkClosed:
+            state.outcome = "client_gone"
+
+    async def _settle(self, state: TurnState) -> None:
+        if state.admission is None:
+            return
+        usage = self._usage(state)
+        cost = self._cost(state.model, usage)
+        await asyncio.shield(self._gate.settle(state.principal, state.admission,
+                                               usage=usage, cost_usd=cost))
+        brand = state.principal.brand
+        self._metrics.tokens.labels(brand, "prompt").inc(usage.prompt_tokens)
+        self._metrics.tokens.labels(brand, "completion").inc(usage.completion_tokens)
+        self._metrics.cost.labels(brand).inc(cost)
+
+    def _log(self, state: TurnState) -> None:
+        usage = self._usage(state) if state.admission else Usage(0, 0)
+        brand = state.principal.brand
+        self._metrics.turns.labels(brand, state.outcome).inc()
+        if "first_token" in state.timings:
+            self._metrics.first_token.labels(brand).observe(state.timings["first_token"] / 1000)
+        total = (time.perf_counter() - state.started_at)
+        self._metrics.turn_seconds.labels(brand).observe(total)
+        log.info("turn", request_id=state.request_id, brand=brand,
+                 user=state.principal.user_id, plan=state.principal.plan,
+                 conversation_id=state.conversation_id or None, provider=state.provider or None,
+                 model=state.model or None, cached=state.cached, outcome=state.outcome,
+                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                 timings_ms=state.timings, duration_ms=round(total * 1000, 3))
+

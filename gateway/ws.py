@@ -1,0 +1,153 @@
+"""The WebSocket transport: ``/v1/ws``.
+
+The upgrade is authenticated first (401 before any frame). Each ``chat`` frame runs as
+its own task through the :class:`ChatService`, so several chats share one socket; their
+frames are multiplexed through one bounded outbound queue drained by a single writer
+(a slow client slows its own producers instead of growing memory). A bad frame gets one
+``error`` frame and the socket stays open; closing the socket cancels every turn in
+flight, and each of them settles its budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from gateway.auth import Principal, TokenVerifier, token_from_request
+from gateway.config import Limits
+from gateway.errors import GatewayError, InvalidRequest, RateLimited
+from gateway.frames import (
+    CancelFrame,
+    ChatFrame,
+    ErrorFrame,
+    FrameError,
+    PingFrame,
+    PongFrame,
+    ServerFrame,
+    encode_frame,
+    parse_client_frame,
+)
+from gateway.service import ChatService, TurnControl
+from gateway.sink import SinkClosed
+
+log = structlog.get_logger("chatgate.ws")
+# Frames beyond this are refused by aiohttp itself (close 1009); below it, frames larger
+# than ``Limits.max_frame_bytes`` get an error frame and the socket stays open.
+HARD_FRAME_LIMIT_FACTOR = 16
+
+
+class QueueSink:
+    """A sink onto a connection's bounded outbound queue."""
+
+    def __init__(self, queue: asyncio.Queue[bytes | None]) -> None:
+        self._queue = queue
+        self.closed = False
+
+    async def send(self, frame: ServerFrame) -> None:
+        if self.closed:
+            raise SinkClosed()
+        await self._queue.put(encode_frame(frame))
+
+
+class WebSocketSession:
+    """One authenticated socket: reads frames, runs chats, writes frames."""
+
+    def __init__(self, ws: web.WebSocketResponse, service: ChatService, principal: Principal,
+                 limits: Limits) -> None:
+        self._ws = ws
+        self._service = service
+        self._principal = principal
+        self._limits = limits
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(limits.outbound_queue_frames)
+        self._sink = QueueSink(self._queue)
+        self._inflight: dict[str, tuple[asyncio.Task[object], TurnControl]] = {}
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write_loop())
+        try:
+            async for message in self._ws:
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await self._on_frame(message.data, binary=message.type == WSMsgType.BINARY)
+                elif message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self._sink.closed = True
+            await self._cancel_all()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _write_loop(self) -> None:
+        while True:
+            data = await self._queue.get()
+            if data is None or self._ws.closed:
+                self._sink.closed = True
+                return
+            try:
+                await self._ws.send_frame(data, WSMsgType.TEXT)
+            except (ConnectionError, RuntimeError):
+                self._sink.closed = True
+                return
+
+    async def _on_frame(self, data: bytes | str, *, binary: bool) -> None:
+        try:
+            if binary:
+                raise FrameError("binary frames are not supported: send JSON text frames")
+            if len(data) > self._limits.max_frame_bytes:
+                raise FrameError(f"frame larger than {self._limits.max_frame_bytes} bytes")
+            frame = parse_client_frame(data, max_message_chars=self._limits.max_message_chars)
+        except FrameError as exc:
+            await self._send_error(exc.frame_id, exc)
+            return
+        match frame:
+            case ChatFrame():
+                await self._start_chat(frame)
+            case CancelFrame(id=frame_id):
+                if frame_id in self._inflight:
+                    self._inflight[frame_id][1].cancel()
+            case PingFrame():
+                await self._sink.send(PongFrame())
+
+    async def _start_chat(self, frame: ChatFrame) -> None:
+        if frame.id in self._inflight:
+            await self._send_error(frame.id, InvalidRequest(f"chat {frame.id!r} is already "
+                                                            "in flight on this socket"))
+            return
+        if len(self._inflight) >= self._limits.max_chats_per_socket:
+            await self._send_error(frame.id, RateLimited(
+                f"at most {self._limits.max_chats_per_socket} chats in flight per socket",
+                retry_after_ms=100))
+            return
+        control = TurnControl()
+        task = asyncio.create_task(self._service.chat(self._principal, frame, self._sink,
+                                                      control))
+        self._inflight[frame.id] = (task, control)  # type: ignore[assignment]
+        task.add_done_callback(lambda _t, i=frame.id: self._inflight.pop(i, None))
+
+    async def _send_error(self, frame_id: str | None, error: GatewayError) -> None:
+        with contextlib.suppress(SinkClosed):
+            await self._sink.send(ErrorFrame.from_error(frame_id, error))
+
+    async def _cancel_all(self) -> None:
+        tasks = [task for task, _ in self._inflight.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def open_session(request: web.Request, *, service: ChatService, verifier: TokenVerifier,
+                       limits: Limits) -> web.WebSocketResponse:
+    """Authenticate (``Unauthorized`` becomes a 401 before any upgrade), then serve."""
+    principal = verifier.verify(token_from_request(request))
+    ws = web.WebSocketResponse(
+        heartbeat=limits.heartbeat_s, decode_text=False,
+        max_msg_size=limits.max_frame_bytes * HARD_FRAME_LIMIT_FACTOR,
+    )
+    await ws.prepare(request)
+    structlog.contextvars.bind_contextvars(brand=principal.brand, user=principal.user_id)
+    await WebSocketSession(ws, service, principal, limits).run()
+    return ws

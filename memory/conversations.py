@@ -1,0 +1,98 @@
+"""Conversations as the service sees them: start, load (hot, else warm), record a turn.
+
+Loading tries the hot cache first; when it has expired, the conversation is rehydrated
+from warm history (recent messages + rolling summary) and put back in the hot cache.
+Recording a turn appends both messages to the hot cache and hands the turn to the
+journal (the durable outbox, or the warm store directly on the embedded backend) before
+the caller sends ``done``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from memory.hot import HotMemory, is_conversation_id, new_conversation_id
+from memory.records import StoredMessage, TurnRecord
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConversation:
+    conversation_id: str
+    brand: str
+    owner: str
+    messages: list[StoredMessage] = field(default_factory=list)
+    summary: str = ""
+    is_new: bool = False
+    rehydrated: bool = False
+
+
+class WarmReader(Protocol):
+    """What loading needs from warm history (``memory.warm`` stores provide it)."""
+
+    async def conversation_summary(self, brand: str, user_id: str,
+                                   conversation_id: str) -> str | None:
+        """The rolling summary ('' if none) if the user owns the conversation, else None."""
+        ...
+
+    async def messages(self, brand: str, user_id: str, conversation_id: str, *,
+                       limit: int | None = None) -> list[StoredMessage]: ...
+
+
+class TurnJournal(Protocol):
+    """Where finished turns go to become durable."""
+
+    async def append(self, turn: TurnRecord) -> None: ...
+
+
+class ConversationStore:
+    def __init__(self, hot: HotMemory, journal: TurnJournal, warm: WarmReader | None,
+                 *, recent_messages: int = 50) -> None:
+        self._hot = hot
+        self._journal = journal
+        self._warm = warm
+        self._recent = recent_messages
+
+    @property
+    def hot(self) -> HotMemory:
+        return self._hot
+
+    def start(self, brand: str, user_id: str) -> LoadedConversation:
+        return LoadedConversation(conversation_id=new_conversation_id(), brand=brand,
+                                  owner=user_id, is_new=True)
+
+    async def load(self, brand: str, user_id: str,
+                   conversation_id: str) -> LoadedConversation | None:
+        """The caller's conversation, or None if unknown or someone else's."""
+        if not is_conversation_id(conversation_id):
+            return None
+        hot = await self._hot.load(brand, conversation_id)
+        if hot is not None:
+            if hot.owner != user_id:
+                return None
+            return LoadedConversation(conversation_id, brand, user_id, hot.messages,
+                                      hot.summary)
+        return await self._rehydrate(brand, user_id, conversation_id)
+
+    async def _rehydrate(self, brand: str, user_id: str,
+                         conversation_id: str) -> LoadedConversation | None:
+        if self._warm is None:
+            return None
+        summary = await self._warm.conversation_summary(brand, user_id, conversation_id)
+        if summary is None:
+            return None
+        messages = await self._warm.messages(brand, user_id, conversation_id,
+                                             limit=self._recent)
+        await self._hot.store(brand, conversation_id, user_id, messages, summary=summary,
+                              replace=True)
+        return LoadedConversation(conversation_id, brand, user_id, messages, summary,
+                                  rehydrated=True)
+
+    async def record(self, conversation: LoadedConversation, turn: TurnRecord) -> None:
+        messages: Sequence[StoredMessage] = (turn.user_message, turn.assistant_message)
+        await self._hot.store(conversation.brand, conversation.conversation_id,
+                              conversation.owner, messages)
+        await self._hot.touch_session(conversation.brand, conversation.owner,
+                                      conversation.conversation_id)
+        await self._journal.append(turn)

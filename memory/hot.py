@@ -1,0 +1,114 @@
+"""Hot memory in Redis: a conversation's owner and recent messages, with a sliding TTL.
+
+Keys (all under the brand's hash tag, so a brand's keys live on one cluster shard):
+
+    cg:{brand}:conv:<conversation_id>   HASH  owner user id, created_at, summary
+    cg:{brand}:msgs:<conversation_id>   LIST  orjson StoredMessage, oldest first, capped
+    cg:{brand}:sess:<user key>          HASH  last conversation, last seen
+
+Every read and write slides the TTL (default 300 s). Conversation ids are minted by the
+gateway (:func:`new_conversation_id`); anything else is rejected before touching Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from memory.records import StoredMessage
+from memory.redis_client import RedisClient
+
+_CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}$")
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+def new_conversation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_conversation_id(value: str) -> bool:
+    return bool(_CONVERSATION_ID.match(value))
+
+
+def user_key(user_id: str) -> str:
+    """A key-safe form of a user id: itself when plain, else a digest (never contains '}')."""
+    if _PLAIN_ID.match(user_id):
+        return user_id
+    return "~" + hashlib.blake2b(user_id.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class HotConversation:
+    owner: str
+    summary: str
+    messages: list[StoredMessage]
+
+
+class HotMemory:
+    def __init__(self, redis: RedisClient, *, ttl_s: int = 300, max_messages: int = 50,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self.ttl_s = ttl_s
+        self._max = max_messages
+        self._clock = clock
+
+    @staticmethod
+    def _keys(brand: str, conversation_id: str) -> tuple[str, str]:
+        return f"cg:{{{brand}}}:conv:{conversation_id}", f"cg:{{{brand}}}:msgs:{conversation_id}"
+
+    async def load(self, brand: str, conversation_id: str) -> HotConversation | None:
+        """The conversation if hot (and slide its TTL), else None."""
+        meta_key, msgs_key = self._keys(brand, conversation_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(meta_key)
+            pipe.lrange(msgs_key, 0, -1)
+            pipe.expire(meta_key, self.ttl_s)
+            pipe.expire(msgs_key, self.ttl_s)
+            meta, raw_messages, *_ = await pipe.execute()
+        if not meta:
+            return None
+        return HotConversation(
+            owner=meta[b"owner"].decode(),
+            summary=meta.get(b"summary", b"").decode(),
+            messages=[StoredMessage.from_dict(orjson.loads(m)) for m in raw_messages],
+        )
+
+    async def store(self, brand: str, conversation_id: str, owner: str,
+                    messages: Sequence[StoredMessage], *, summary: str | None = None,
+                    replace: bool = False) -> None:
+        """Append ``messages`` (or replace the list, on rehydration) and slide the TTL."""
+        meta_key, msgs_key = self._keys(brand, conversation_id)
+        mapping = {"owner": owner, "updated_at": repr(self._clock())}
+        if summary is not None:
+            mapping["summary"] = summary
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(meta_key, mapping=mapping)
+            if replace:
+                pipe.delete(msgs_key)
+            if messages:
+                pipe.rpush(msgs_key, *[orjson.dumps(m.to_dict()) for m in messages])
+                pipe.ltrim(msgs_key, -self._max, -1)
+            pipe.expire(meta_key, self.ttl_s)
+            pipe.expire(msgs_key, self.ttl_s)
+            await pipe.execute()
+
+    async def set_summary(self, brand: str, conversation_id: str, summary: str) -> None:
+        meta_key, _ = self._keys(brand, conversation_id)
+        await self._redis.hset(meta_key, "summary", summary)
+
+    async def forget(self, brand: str, conversation_id: str) -> None:
+        await self._redis.delete(*self._keys(brand, conversation_id))
+
+    async def touch_session(self, brand: str, user_id: str, conversation_id: str) -> None:
+        key = f"cg:{{{brand}}}:sess:{user_key(user_id)}"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping={"conversation_id": conversation_id,
+                                    "last_seen": repr(self._clock())})
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()

@@ -1,0 +1,110 @@
+"""``openai``: Chat Completions streaming through the official ``openai`` SDK.
+
+Wire mapping is pure (``build_openai_params``, ``map_openai_chunk``); the I/O is the SDK
+call inside ``map_openai_errors()``, the one place where SDK exceptions become ours.
+The SDK's own retries are off: the router decides about retries and fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import openai
+from openai.types.chat import ChatCompletionChunk
+
+from gateway.config import ProviderOptions
+from providers.base import (
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    ProviderRequest,
+    TextDelta,
+    UsageReport,
+)
+from providers.errors import (
+    ProviderConnectionError,
+    ProviderTimeout,
+    error_for_status,
+    parse_retry_after,
+)
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop",
+    "function_call": "stop",
+}
+
+
+def build_openai_params(request: ProviderRequest) -> dict[str, Any]:
+    return {
+        "model": request.model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "max_tokens": request.max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+def map_openai_chunk(chunk: ChatCompletionChunk) -> list[ProviderEvent]:
+    events: list[ProviderEvent] = []
+    for choice in chunk.choices[:1]:
+        if choice.delta and choice.delta.content:
+            events.append(TextDelta(choice.delta.content))
+        if choice.finish_reason:
+            events.append(Finish(_FINISH.get(choice.finish_reason, "stop")))
+    if chunk.usage is not None:
+        events.append(UsageReport(prompt_tokens=chunk.usage.prompt_tokens,
+                                  completion_tokens=chunk.usage.completion_tokens))
+    return events
+
+
+@contextmanager
+def map_openai_errors(provider: str = "openai") -> Iterator[None]:
+    try:
+        yield
+    except openai.APIStatusError as exc:
+        headers = exc.response.headers
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        if retry_after is None and headers.get("retry-after-ms"):
+            ms = parse_retry_after(headers.get("retry-after-ms"))
+            retry_after = ms / 1000 if ms is not None else None
+        raise error_for_status(exc.status_code, f"{provider} answered {exc.status_code}",
+                               provider=provider, retry_after_s=retry_after) from exc
+    except openai.APITimeoutError as exc:
+        raise ProviderTimeout(f"{provider} timed out", provider=provider) from exc
+    except openai.APIConnectionError as exc:
+        raise ProviderConnectionError(f"{provider} connection failed", provider=provider) from exc
+    except openai.APIError as exc:  # errors in the stream body (SSE "error" events)
+        raise ProviderConnectionError(f"{provider} stream error", provider=provider) from exc
+    except httpx.HTTPError as exc:
+        raise ProviderConnectionError(f"{provider} transport error", provider=provider) from exc
+
+
+class OpenAIProvider:
+    def __init__(self, options: ProviderOptions, *, api_key: str | None) -> None:
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key or options.api_key or "unset",
+            base_url=options.base_url,
+            max_retries=0,
+            timeout=httpx.Timeout(options.chunk_timeout_s, connect=options.connect_timeout_s),
+        )
+
+    @property
+    def name(self) -> str:
+        return "openai"
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        with map_openai_errors(self.name):
+            stream = await self._client.chat.completions.create(**build_openai_params(request))
+        try:
+            with map_openai_errors(self.name):
+                async for chunk in stream:
+                    for event in map_openai_chunk(chunk):
+                        yield event
+        finally:
+            await stream.close()
+
+    async def aclose(self) -> None:
+        await self._client.close()
