@@ -15,6 +15,7 @@ from typing import Protocol
 
 from memory.hot import HotMemory, is_conversation_id, new_conversation_id
 from memory.records import StoredMessage, TurnRecord
+from memory.warm.base import HistoryStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,18 +29,6 @@ class LoadedConversation:
     rehydrated: bool = False
 
 
-class WarmReader(Protocol):
-    """What loading needs from warm history (``memory.warm`` stores provide it)."""
-
-    async def conversation_summary(self, brand: str, user_id: str,
-                                   conversation_id: str) -> str | None:
-        """The rolling summary ('' if none) if the user owns the conversation, else None."""
-        ...
-
-    async def messages(self, brand: str, user_id: str, conversation_id: str, *,
-                       limit: int | None = None) -> list[StoredMessage]: ...
-
-
 class TurnJournal(Protocol):
     """Where finished turns go to become durable."""
 
@@ -47,7 +36,7 @@ class TurnJournal(Protocol):
 
 
 class ConversationStore:
-    def __init__(self, hot: HotMemory, journal: TurnJournal, warm: WarmReader | None,
+    def __init__(self, hot: HotMemory, journal: TurnJournal, warm: HistoryStore | None,
                  *, recent_messages: int = 50) -> None:
         self._hot = hot
         self._journal = journal
@@ -79,9 +68,10 @@ class ConversationStore:
                          conversation_id: str) -> LoadedConversation | None:
         if self._warm is None:
             return None
-        summary = await self._warm.conversation_summary(brand, user_id, conversation_id)
-        if summary is None:
+        meta = await self._warm.get_conversation(brand, user_id, conversation_id)
+        if meta is None:
             return None
+        summary = meta.summary or ""
         messages = await self._warm.messages(brand, user_id, conversation_id,
                                              limit=self._recent)
         await self._hot.store(brand, conversation_id, user_id, messages, summary=summary,
