@@ -9,12 +9,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.config import Config
+from gateway.http_api import add_routes
 from gateway.http_errors import error_middleware
 from gateway.observability import Metrics
-from gateway.runtime import Runtime, open_runtime
+from gateway.openai_compat import chat_completions
+from gateway.runtime import RUNTIME_KEY, open_runtime
 from gateway.ws import open_session
 
-RUNTIME = web.AppKey("runtime", Runtime)
+RUNTIME = RUNTIME_KEY
 
 
 def create_app(config: Config, *, clock: Callable[[], float] = time.time,
@@ -32,6 +34,8 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time,
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
+    add_routes(app)
+    app.router.add_post("/v1/chat/completions", chat_completions)
     return app
 
 

@@ -213,7 +213,8 @@ def _str(data: Mapping[str, Any], name: str, key: str, default: str | None = Non
 def _no_unknown(data: Mapping[str, Any], allowed: set[str], key: str) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(allowed))})")
+        allowed_list = ", ".join(sorted(allowed))
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key (allowed: {allowed_list})")
 
 
 def _parse_plan(name: str, data: Mapping[str, Any]) -> Plan:
@@ -348,7 +349,8 @@ def _parse_pricing(data: Mapping[str, Any]) -> dict[str, Price]:
         if not isinstance(table, Mapping):
             raise ConfigError(f"{key}: must be a table with input and output")
         _no_unknown(table, {"input", "output"}, key)
-        prices[model] = Price(input=_float(table, "input", key), output=_float(table, "output", key))
+        prices[model] = Price(input=_float(table, "input", key),
+                              output=_float(table, "output", key))
     return prices
 
 

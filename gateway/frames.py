@@ -13,6 +13,7 @@ from typing import Any, Literal
 import orjson
 
 from gateway.errors import GatewayError, InvalidRequest
+from providers.base import ChatMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,8 @@ class ChatFrame:
     conversation_id: str | None = None
     max_tokens: int | None = None
     model: str | None = None
+    # Client-supplied context (OpenAI-style requests): earlier messages, system ones included.
+    prior: tuple[ChatMessage, ...] = ()
     type: Literal["chat"] = "chat"
 
 

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 import aiohttp
 import structlog
+from aiohttp import web
+from memory.cold import open_archive
+from memory.cold.base import Archive
+from memory.persister import Outbox, Persister
 
 from budgets import BudgetAlerter, BudgetLedger, RateLimiter, publisher_from_settings
 from gateway.auth import TokenVerifier, build_verifier
@@ -23,12 +27,9 @@ from gateway.budget_gate import BudgetGate
 from gateway.config import Config
 from gateway.observability import Metrics
 from gateway.service import ChatService
-from memory.cold import open_archive
-from memory.cold.base import Archive
 from memory.conversations import ConversationStore, TurnJournal
 from memory.hot import HotMemory
 from memory.journal import DirectJournal, OutboxJournal
-from memory.persister import Outbox, Persister
 from memory.redis_client import RedisClient, connect_redis, is_embedded
 from memory.tokens import TokenCounter
 from memory.warm import open_history
@@ -60,6 +61,16 @@ class Runtime:
     @property
     def embedded(self) -> bool:
         return is_embedded(self.config.settings.redis_url)
+
+    async def delete_conversation(self, brand: str, user_id: str, conversation_id: str) -> None:
+        """Remove a conversation from every tier (the caller checked ownership)."""
+        await self.hot.forget(brand, conversation_id)
+        await self.history.delete_conversation(brand, user_id, conversation_id)
+        if self.archive is not None:
+            await self.archive.delete_conversation(brand, user_id, conversation_id)
+
+
+RUNTIME_KEY = web.AppKey("runtime", Runtime)
 
 
 @asynccontextmanager

@@ -128,7 +128,7 @@ class ChatService:
         state.conversation_id = loaded.conversation_id
         state.mark("conversation")
         requested = frame.max_tokens or self._config.limits.default_max_tokens
-        context, max_tokens = self._assemble(brand, plan, loaded, frame.content, requested)
+        context, max_tokens = self._assemble(brand, plan, loaded, frame, requested)
         state.prompt_tokens = context.prompt_tokens
         state.admission = await self._gate.admit(
             principal, brand, plan, conversation_id=state.conversation_id,
@@ -172,20 +172,24 @@ class ChatService:
             raise NotFound("conversation not found")
         return loaded
 
-    def _assemble(self, brand: Brand, plan: Plan, loaded: LoadedConversation, content: str,
-                  requested: int) -> tuple[AssembledContext, int]:
+    def _assemble(self, brand: Brand, plan: Plan, loaded: LoadedConversation,
+                  frame: ChatFrame, requested: int) -> tuple[AssembledContext, int]:
         """The context, and ``max_tokens`` capped so that prompt + answer fit the window."""
+        content, prior = frame.content, frame.prior
         new_message = ChatMessage("user", content)
-        head = [ChatMessage("system", brand.system_prompt)] if brand.system_prompt else []
+        system_prompt = "\n\n".join([brand.system_prompt, *(m.content for m in prior
+                                                             if m.role == "system")]).strip()
+        head = [ChatMessage("system", system_prompt)] if system_prompt else []
         floor = self._counter.count_messages([*head, new_message])
         if floor >= plan.max_context_window:
             raise InvalidRequest(f"message too long: it needs {floor} tokens and this plan's "
                                  f"context window is {plan.max_context_window}")
         max_tokens = min(requested, plan.max_context_window - floor)
-        history = [ChatMessage(m.role, m.content) for m in loaded.messages]
+        history = [*(m for m in prior if m.role != "system"),
+                   *(ChatMessage(m.role, m.content) for m in loaded.messages)]
         try:
             context = assemble_context(
-                system_prompt=brand.system_prompt, summary=loaded.summary, history=history,
+                system_prompt=system_prompt, summary=loaded.summary, history=history,
                 new_message=new_message, window=plan.max_context_window,
                 max_tokens=max_tokens, count_messages=self._counter.count_messages)
         except ContextTooLarge as exc:  # cannot happen after the floor check; kept typed

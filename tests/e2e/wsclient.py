@@ -8,6 +8,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+RECEIVE_TIMEOUT_S = 10.0
+
 
 @dataclass
 class ChatResult:
@@ -33,8 +35,8 @@ class ChatSocket:
     async def send(self, frame: dict[str, Any]) -> None:
         await self.ws.send_str(orjson.dumps(frame).decode())
 
-    async def receive(self, timeout: float = 10.0) -> dict[str, Any]:
-        message = await self.ws.receive(timeout=timeout)
+    async def receive(self) -> dict[str, Any]:
+        message = await self.ws.receive(timeout=RECEIVE_TIMEOUT_S)
         assert message.type == aiohttp.WSMsgType.TEXT, message
         frame: dict[str, Any] = orjson.loads(message.data)
         return frame

@@ -1,0 +1,196 @@
+"""``POST /v1/chat/completions``: the OpenAI-compatible face of the same ChatService.
+
+The request's last user message is the turn; earlier messages in the request are the
+client's own history (used as context for a new conversation), and its system messages
+are added after the brand's system prompt. ``X-Conversation-Id`` continues a stored
+conversation and is returned on every response. ``stream: true`` answers with OpenAI SSE
+chunks (plus a usage chunk with ``stream_options.include_usage``) and ``data: [DONE]``;
+``stream: false`` with one ``chat.completion`` body. Errors before the first byte use the
+HTTP status of DESIGN's table in OpenAI's error shape; after it, an SSE ``error`` event.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.frames import ChatFrame, DeltaFrame, DoneFrame, ErrorFrame, ServerFrame, StartFrame
+from gateway.http_api import principal_of
+from gateway.http_errors import error_body, error_response
+from gateway.runtime import RUNTIME_KEY
+from gateway.sink import SinkClosed
+from providers.base import ChatMessage
+
+CONVERSATION_HEADER = "X-Conversation-Id"
+_ROLES = {"system", "user", "assistant", "developer"}
+_FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}
+
+
+class _ErrorSeen(GatewayError):
+    """An error frame re-raised as the error it carried (status and code preserved)."""
+
+    def __init__(self, frame: ErrorFrame, status: int) -> None:
+        super().__init__(frame.message, **frame.extra)
+        self.code, self.status = frame.code, status  # type: ignore[misc]
+
+
+def parse_completion_request(body: Any, *, max_chars: int) -> tuple[ChatFrame, bool, bool]:
+    """The chat frame, ``stream`` and ``include_usage`` from an OpenAI request body."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array")
+    parsed = [_message(m, i) for i, m in enumerate(messages)]
+    if parsed[-1].role != "user":
+        raise InvalidRequest("the last message must have role 'user'")
+    content = parsed[-1].content
+    if len(content) > max_chars:
+        raise InvalidRequest(f"the last message is longer than {max_chars} characters")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                   or max_tokens <= 0):
+        raise InvalidRequest("'max_tokens' must be a positive integer")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidRequest("'model' must be a string")
+    stream_options = body.get("stream_options") or {}
+    frame = ChatFrame(id="http", content=content, max_tokens=max_tokens,
+                      model=model or None, prior=tuple(parsed[:-1]))
+    include_usage = bool(isinstance(stream_options, dict) and
+                         stream_options.get("include_usage"))
+    return frame, bool(body.get("stream")), include_usage
+
+
+def _message(raw: Any, index: int) -> ChatMessage:
+    if not isinstance(raw, dict) or raw.get("role") not in _ROLES:
+        raise InvalidRequest(f"messages[{index}] must have a role of system, user or assistant")
+    content = raw.get("content")
+    if isinstance(content, list):  # content parts: keep the text ones
+        content = "".join(p.get("text", "") for p in content
+                          if isinstance(p, dict) and p.get("type") == "text")
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidRequest(f"messages[{index}].content must be a non-empty string")
+    role = "system" if raw["role"] == "developer" else raw["role"]
+    return ChatMessage(role, content)
+
+
+class CompletionSink:
+    """Turns service frames into OpenAI SSE (streaming) or a collected body."""
+
+    def __init__(self, request: web.Request, *, stream: bool, include_usage: bool) -> None:
+        self._request = request
+        self._stream = stream
+        self._include_usage = include_usage
+        self.response: web.StreamResponse | None = None
+        self.start: StartFrame | None = None
+        self.parts: list[str] = []
+        self.done: DoneFrame | None = None
+        self.error: ErrorFrame | None = None
+        self.created = int(time.time())
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        assert self.start is not None
+        return {"id": f"chatcmpl-{self.start.conversation_id}", "object":
+                "chat.completion.chunk", "created": self.created, "model": self.start.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    async def _write(self, payload: dict[str, Any] | str) -> None:
+        assert self.response is not None
+        data = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
+        try:
+            await self.response.write(f"data: {data}\n\n".encode())
+        except (ConnectionError, RuntimeError) as exc:
+            raise SinkClosed() from exc
+
+    async def send(self, frame: ServerFrame) -> None:
+        match frame:
+            case StartFrame():
+                self.start = frame
+                if self._stream:
+                    await self._open()
+                    await self._write(self._chunk({"role": "assistant", "content": ""}, None))
+            case DeltaFrame(text=text):
+                self.parts.append(text)
+                if self._stream:
+                    await self._write(self._chunk({"content": text}, None))
+            case DoneFrame():
+                self.done = frame
+                if self._stream:
+                    await self._finish_stream(frame)
+            case ErrorFrame():
+                self.error = frame
+                if self._stream and self.response is not None:
+                    await self._write(error_body(_ErrorSeen(frame, 500)))
+                    await self._write("[DONE]")
+            case _:
+                pass
+
+    async def _open(self) -> None:
+        assert self.start is not None
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            CONVERSATION_HEADER: self.start.conversation_id})
+        await response.prepare(self._request)
+        self.response = response
+
+    async def _finish_stream(self, done: DoneFrame) -> None:
+        await self._write(self._chunk({}, _FINISH.get(done.finish_reason, "stop")))
+        if self._include_usage:
+            chunk = self._chunk({}, None)
+            chunk["choices"], chunk["usage"] = [], done.usage
+            await self._write(chunk)
+        await self._write("[DONE]")
+
+    def body(self) -> dict[str, Any]:
+        assert self.start is not None and self.done is not None
+        return {"id": f"chatcmpl-{self.done.conversation_id}", "object": "chat.completion",
+                "created": self.created, "model": self.start.model,
+                "choices": [{"index": 0, "message": {"role": "assistant",
+                                                     "content": "".join(self.parts)},
+                             "finish_reason": _FINISH.get(self.done.finish_reason, "stop")}],
+                "usage": self.done.usage,
+                "chatgate": {"cached": self.done.cached, "cost_usd": self.done.cost_usd,
+                             "provider": self.start.provider, "timings_ms": self.done.timings_ms}}
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    runtime = request.app[RUNTIME_KEY]
+    principal = principal_of(request)
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("body is not valid JSON") from None
+    frame, stream, include_usage = parse_completion_request(
+        body, max_chars=runtime.config.limits.max_message_chars)
+    conversation_id = request.headers.get(CONVERSATION_HEADER) or None
+    if conversation_id is not None:
+        frame = ChatFrame(id=frame.id, content=frame.content, conversation_id=conversation_id,
+                          max_tokens=frame.max_tokens, model=frame.model,
+                          prior=tuple(m for m in frame.prior if m.role == "system"))
+    sink = CompletionSink(request, stream=stream, include_usage=include_usage)
+    await runtime.service.chat(principal, frame, sink)
+    if sink.response is not None:
+        await sink.response.write_eof()
+        return sink.response
+    headers = {CONVERSATION_HEADER: conversation_id} if conversation_id else {}
+    if sink.error is not None:
+        error = _ErrorSeen(sink.error, _status_of(sink.error.code))
+        if "conversation_id" in sink.error.extra:
+            headers[CONVERSATION_HEADER] = str(sink.error.extra["conversation_id"])
+        return error_response(error, headers=headers)
+    assert sink.done is not None
+    headers[CONVERSATION_HEADER] = sink.done.conversation_id
+    return web.json_response(sink.body(), headers=headers, dumps=lambda o: orjson.dumps(o)
+                             .decode())
+
+
+def _status_of(code: str) -> int:
+    for cls in GatewayError.__subclasses__():
+        if cls.code == code:
+            return cls.status
+    return 500
