@@ -4,6 +4,7 @@
     ├── RetryableProviderError    worth another attempt (same or next provider)
     │   ├── ProviderRateLimited   429 / throttling; ``retry_after_s`` when the provider said
     │   ├── ProviderOverloaded    5xx, 529, service unavailable
+    │   │   └── CircuitOpen       the router's breaker skips this provider for now
     │   ├── ProviderTimeout       connect, first-token or between-chunk timeout
     │   └── ProviderConnectionError  the connection failed or dropped
     └── FatalProviderError        retrying will not help
@@ -15,6 +16,8 @@ never retries or falls back after that point.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class ProviderError(Exception):
@@ -47,6 +50,10 @@ class ProviderRateLimited(RetryableProviderError):
 
 class ProviderOverloaded(RetryableProviderError):
     pass
+
+
+class CircuitOpen(ProviderOverloaded):
+    """The router skipped the provider without a request: its circuit breaker is open."""
 
 
 class ProviderTimeout(RetryableProviderError):
@@ -103,3 +110,11 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
+
+
+def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` (preferred) or ``retry-after`` headers."""
+    millis = parse_retry_after(headers.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
+    return parse_retry_after(headers.get("retry-after"))

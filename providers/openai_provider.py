@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 from openai.types.chat import ChatCompletionChunk
 
@@ -28,7 +28,7 @@ from providers.errors import (
     ProviderConnectionError,
     ProviderTimeout,
     error_for_status,
-    parse_retry_after,
+    retry_after_from_headers,
 )
 
 _FINISH: dict[str, FinishReason] = {
@@ -65,21 +65,26 @@ def map_openai_errors(provider: str = "openai") -> Iterator[None]:
     try:
         yield
     except openai.APIStatusError as exc:
-        headers = exc.response.headers
-        retry_after = parse_retry_after(headers.get("retry-after"))
-        if retry_after is None and headers.get("retry-after-ms"):
-            ms = parse_retry_after(headers.get("retry-after-ms"))
-            retry_after = ms / 1000 if ms is not None else None
         raise error_for_status(exc.status_code, f"{provider} answered {exc.status_code}",
-                               provider=provider, retry_after_s=retry_after) from exc
+                               provider=provider,
+                               retry_after_s=retry_after_from_headers(exc.response.headers)
+                               ) from exc
     except openai.APITimeoutError as exc:
         raise ProviderTimeout(f"{provider} timed out", provider=provider) from exc
     except openai.APIConnectionError as exc:
         raise ProviderConnectionError(f"{provider} connection failed", provider=provider) from exc
     except openai.APIError as exc:  # errors in the stream body (SSE "error" events)
         raise ProviderConnectionError(f"{provider} stream error", provider=provider) from exc
-    except httpx.HTTPError as exc:
+    except httpx2.TimeoutException as exc:  # reading the stream body
+        raise ProviderTimeout(f"{provider} timed out", provider=provider) from exc
+    except httpx2.HTTPError as exc:
         raise ProviderConnectionError(f"{provider} transport error", provider=provider) from exc
+
+
+def client_timeout(options: ProviderOptions) -> openai.Timeout:
+    """The SDK's own timeouts are a backstop; the router enforces the real ones."""
+    read = max(options.first_token_timeout_s, options.chunk_timeout_s)
+    return openai.Timeout(read, connect=options.connect_timeout_s)
 
 
 class OpenAIProvider:
@@ -88,7 +93,7 @@ class OpenAIProvider:
             api_key=api_key or options.api_key or "unset",
             base_url=options.base_url,
             max_retries=0,
-            timeout=httpx.Timeout(options.chunk_timeout_s, connect=options.connect_timeout_s),
+            timeout=client_timeout(options),
         )
 
     @property
