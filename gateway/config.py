@@ -115,6 +115,15 @@ class ProviderOptions:
     first_token_timeout_s: float = 30.0
     chunk_timeout_s: float = 30.0
     max_retries: int = 2
+    # Router: exponential backoff with full jitter between retries before the first token;
+    # a provider's retry-after longer than max_retry_after_s moves on to the next provider.
+    backoff_base_s: float = 0.25
+    backoff_cap_s: float = 4.0
+    max_retry_after_s: float = 10.0
+    # Circuit breaker per provider and model: open after this many consecutive failures
+    # (0: never), probe again after the cool-down.
+    circuit_failure_threshold: int = 5
+    circuit_cooldown_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +326,13 @@ def _parse_provider_options(kind: str, data: Mapping[str, Any]) -> ProviderOptio
                                      default=d.first_token_timeout_s),
         chunk_timeout_s=_float(data, "chunk_timeout_s", key, default=d.chunk_timeout_s),
         max_retries=_int(data, "max_retries", key, default=d.max_retries),
+        backoff_base_s=_float(data, "backoff_base_s", key, default=d.backoff_base_s),
+        backoff_cap_s=_float(data, "backoff_cap_s", key, default=d.backoff_cap_s),
+        max_retry_after_s=_float(data, "max_retry_after_s", key, default=d.max_retry_after_s),
+        circuit_failure_threshold=_int(data, "circuit_failure_threshold", key,
+                                       default=d.circuit_failure_threshold),
+        circuit_cooldown_s=_float(data, "circuit_cooldown_s", key,
+                                  default=d.circuit_cooldown_s),
     )
 
 

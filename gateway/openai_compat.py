@@ -23,7 +23,7 @@ from gateway.http_api import principal_of
 from gateway.http_errors import error_body, error_response
 from gateway.runtime import RUNTIME_KEY
 from gateway.sink import SinkClosed
-from providers.base import ChatMessage
+from providers.base import ChatMessage, Role
 
 CONVERSATION_HEADER = "X-Conversation-Id"
 _ROLES = {"system", "user", "assistant", "developer"}
@@ -75,7 +75,7 @@ def _message(raw: Any, index: int) -> ChatMessage:
                           if isinstance(p, dict) and p.get("type") == "text")
     if not isinstance(content, str) or not content.strip():
         raise InvalidRequest(f"messages[{index}].content must be a non-empty string")
-    role = "system" if raw["role"] == "developer" else raw["role"]
+    role: Role = "system" if raw["role"] == "developer" else raw["role"]
     return ChatMessage(role, content)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -30,7 +31,7 @@ from gateway.frames import (
     encode_frame,
     parse_client_frame,
 )
-from gateway.service import ChatService, TurnControl
+from gateway.service import ChatService, TurnControl, TurnState
 from gateway.sink import SinkClosed
 
 log = structlog.get_logger("chatgate.ws")
@@ -63,7 +64,7 @@ class WebSocketSession:
         self._limits = limits
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(limits.outbound_queue_frames)
         self._sink = QueueSink(self._queue)
-        self._inflight: dict[str, tuple[asyncio.Task[object], TurnControl]] = {}
+        self._inflight: dict[str, tuple[asyncio.Task[TurnState], TurnControl]] = {}
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write_loop())
@@ -124,8 +125,11 @@ class WebSocketSession:
         control = TurnControl()
         task = asyncio.create_task(self._service.chat(self._principal, frame, self._sink,
                                                       control))
-        self._inflight[frame.id] = (task, control)  # type: ignore[assignment]
-        task.add_done_callback(lambda _t, i=frame.id: self._inflight.pop(i, None))
+        self._inflight[frame.id] = (task, control)
+        task.add_done_callback(functools.partial(self._forget, frame.id))
+
+    def _forget(self, frame_id: str, _task: asyncio.Task[TurnState]) -> None:
+        self._inflight.pop(frame_id, None)
 
     async def _send_error(self, frame_id: str | None, error: GatewayError) -> None:
         with contextlib.suppress(SinkClosed):

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -84,7 +85,7 @@ class HotMemory:
                     replace: bool = False) -> None:
         """Append ``messages`` (or replace the list, on rehydration) and slide the TTL."""
         meta_key, msgs_key = self._keys(brand, conversation_id)
-        mapping = {"owner": owner, "updated_at": repr(self._clock())}
+        mapping: dict[Any, Any] = {"owner": owner, "updated_at": repr(self._clock())}
         if summary is not None:
             mapping["summary"] = summary
         async with self._redis.pipeline(transaction=True) as pipe:

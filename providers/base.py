@@ -7,7 +7,7 @@ router and the service always consume streams under ``contextlib.aclosing``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -62,7 +62,7 @@ class Provider(Protocol):
     @property
     def name(self) -> str: ...
 
-    def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         """Yield events for one answer; raise :class:`providers.errors.ProviderError`."""
         ...
 

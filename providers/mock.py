@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from gateway.config import MockSettings
 from memory.tokens import TokenCounter
@@ -48,7 +48,7 @@ class MockProvider:
     def name(self) -> str:
         return "mock"
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         settings = self._settings_for(request.model)
         user_turns = sum(1 for m in request.messages if m.role == "user")
         words = mock_answer_words(request, settings.answer_tokens)

@@ -7,7 +7,7 @@ The SDK's own retries are off: the router decides about retries and fallback.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -100,7 +100,7 @@ class OpenAIProvider:
     def name(self) -> str:
         return "openai"
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         with map_openai_errors(self.name):
             stream = await self._client.chat.completions.create(**build_openai_params(request))
         try:

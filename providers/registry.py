@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-from gateway.config import PROVIDER_KEY_ENV, Config
+from gateway.config import PROVIDER_KEY_ENV, Config, MockSettings
 from memory.tokens import TokenCounter
 from providers.base import Provider
 from providers.mock import MockProvider
@@ -49,11 +49,17 @@ def build_registry(config: Config, counter: TokenCounter,
     mock_for_brand: dict[str, Provider] = {}
     for brand in config.brands.values():
         if brand.mock is not None:
-            settings = brand.mock
-            mock_for_brand[brand.name] = MockProvider(lambda _m, s=settings: s, counter)
+            mock_for_brand[brand.name] = MockProvider(_fixed(brand.mock), counter)
     for kind in sorted(kinds - {"mock"}):
         providers[kind] = _build(kind, config, env)
     return ProviderRegistry(providers, mock_for_brand=mock_for_brand)
+
+
+def _fixed(settings: MockSettings) -> Callable[[str], MockSettings]:
+    def settings_for(_model: str) -> MockSettings:
+        return settings
+
+    return settings_for
 
 
 def _build(kind: str, config: Config, env: Mapping[str, str]) -> Provider:

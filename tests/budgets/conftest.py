@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import fakeredis
 import pytest
@@ -13,6 +15,7 @@ from memory.redis_client import RedisClient, connect_redis, is_embedded
 
 # A Saturday in late November: a day and a month boundary are both near.
 START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
+T = TypeVar("T")
 UNLIMITED_LIMITS = BudgetLimits(user_day=-1, user_month=-1, brand_month=-1, conversation=-1)
 
 
@@ -40,6 +43,17 @@ class RecordingSink:
 
     async def budget_alert(self, alert: BudgetAlert) -> None:
         self.alerts.append(alert)
+
+
+async def gather_bounded(coros: Iterable[Awaitable[T]], limit: int = 64) -> list[T]:
+    """``asyncio.gather`` with at most ``limit`` in flight (a client's pool holds 100)."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(coro: Awaitable[T]) -> T:
+        async with gate:
+            return await coro
+
+    return await asyncio.gather(*(one(c) for c in coros))
 
 
 def request(request_id: str, tokens: int, limits: BudgetLimits = UNLIMITED_LIMITS, *,
