@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from gateway.auth import Principal, token_from_request
 from gateway.errors import Forbidden, InvalidRequest, NotFound
 from gateway.runtime import RUNTIME_KEY
 from memory.hot import is_conversation_id
+from memory.preferences import PreferenceError, validate_preferences
 from memory.warm.base import InvalidCursor
 
 
@@ -143,6 +145,52 @@ async def admin_audit(request: web.Request) -> web.Response:
     return web.json_response({"data": page.items, "next_cursor": page.cursor})
 
 
+async def get_preferences(request: web.Request) -> web.Response:
+    principal, runtime = principal_of(request), request.app[RUNTIME_KEY]
+    return web.json_response(await runtime.preferences.get(principal.brand, principal.user_id))
+
+
+async def put_preferences(request: web.Request) -> web.Response:
+    principal, runtime = principal_of(request), request.app[RUNTIME_KEY]
+    try:
+        prefs = validate_preferences(await _json_body(request))
+    except PreferenceError as exc:
+        raise InvalidRequest(str(exc)) from None
+    if await runtime.preferences.replace(principal.brand, principal.user_id, prefs):
+        await runtime.cache.invalidate(principal.brand, scope="user",
+                                       user_id=principal.user_id)
+    return web.json_response(prefs)
+
+
+async def admin_cache_invalidate(request: web.Request) -> web.Response:
+    principal, runtime = principal_of(request), request.app[RUNTIME_KEY]
+    if not principal.is_admin:
+        raise Forbidden("admin role required")
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    scope = body.get("scope")
+    model, user_id = body.get("model"), body.get("user_id")
+    if scope == "model" and not (isinstance(model, str) and model):
+        raise InvalidRequest("scope 'model' needs a 'model'")
+    if scope == "user" and not (isinstance(user_id, str) and user_id):
+        raise InvalidRequest("scope 'user' needs a 'user_id'")
+    if scope not in ("brand", "model", "user"):
+        raise InvalidRequest("scope must be 'brand', 'model' or 'user'")
+    generation = await runtime.cache.invalidate(
+        principal.brand, scope=scope, model=model if isinstance(model, str) else None,
+        user_id=user_id if isinstance(user_id, str) else None)
+    return web.json_response({"brand": principal.brand, "scope": scope,
+                              "generation": generation})
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("body is not valid JSON") from None
+
+
 def _meta_view(meta: dict[str, Any]) -> dict[str, Any]:
     """What a caller sees of a conversation's metadata (no internal fields)."""
     meta.pop("brand", None)
@@ -157,3 +205,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/usage", usage)
     app.router.add_get("/admin/brands/{brand}/usage", admin_brand_usage)
     app.router.add_get("/admin/brands/{brand}/audit", admin_audit)
+    app.router.add_get("/v1/preferences", get_preferences)
+    app.router.add_put("/v1/preferences", put_preferences)
+    app.router.add_post("/admin/cache/invalidate", admin_cache_invalidate)

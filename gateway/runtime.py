@@ -30,7 +30,9 @@ from gateway.service import ChatService
 from memory.conversations import ConversationStore, TurnJournal
 from memory.hot import HotMemory
 from memory.journal import DirectJournal, OutboxJournal
+from memory.preferences import PreferenceStore
 from memory.redis_client import RedisClient, connect_redis, is_embedded
+from memory.response_cache import ResponseCache
 from memory.tokens import TokenCounter
 from memory.warm import open_history
 from memory.warm.base import HistoryStore
@@ -57,6 +59,8 @@ class Runtime:
     service: ChatService
     http: aiohttp.ClientSession
     persister: Persister | None
+    cache: ResponseCache
+    preferences: PreferenceStore
 
     @property
     def embedded(self) -> bool:
@@ -102,13 +106,17 @@ async def open_runtime(config: Config, *, clock: Callable[[], float] = time.time
         ledger = BudgetLedger(redis, clock=clock, lease_s=limits.reservation_lease_s,
                               alerts=alerter)
         gate = BudgetGate(ledger, RateLimiter(redis, clock=clock))
+        cache = ResponseCache(redis)
+        preferences = PreferenceStore(redis)
         service = ChatService(config=config, router=Router(registry),
                               conversations=conversations, counter=counter, gate=gate,
-                              metrics=metrics, clock=clock)
+                              metrics=metrics, cache=cache, preferences=preferences,
+                              clock=clock)
         runtime = Runtime(config=config, metrics=metrics, redis=redis, verifier=verifier,
                           dev_secret=secret, counter=counter, registry=registry, hot=hot,
                           history=history, archive=archive, conversations=conversations,
-                          ledger=ledger, service=service, http=http, persister=persister)
+                          ledger=ledger, service=service, http=http, persister=persister,
+                          cache=cache, preferences=preferences)
         if persister is not None and run_persister:
             task = asyncio.create_task(persister.run())
             stack.push_async_callback(_stop_persister, persister, task)

@@ -11,6 +11,7 @@ that reserved budget settles it: done, cancel, provider failure, client gone.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -34,7 +35,9 @@ from gateway.observability import Metrics
 from gateway.sink import Sink, SinkClosed
 from memory.context import AssembledContext, ContextTooLarge, assemble_context
 from memory.conversations import ConversationStore, LoadedConversation
+from memory.preferences import PreferenceStore, preferences_prompt
 from memory.records import StoredMessage, TurnRecord
+from memory.response_cache import CachedAnswer, CacheKey, Flight, ResponseCache
 from memory.tokens import TokenCounter
 from providers.base import ChatMessage, ProviderRequest, TextDelta
 from providers.errors import ProviderError
@@ -81,11 +84,43 @@ class TurnState:
         return "".join(self.parts)
 
 
+@dataclass(frozen=True, slots=True)
+class _TurnPlan:
+    """What a turn was resolved to before any budget or provider is asked."""
+
+    brand: Brand
+    plan: Plan
+    chain: tuple[ProviderSpec, ...]
+    loaded: LoadedConversation
+    context: AssembledContext
+    max_tokens: int
+
+
+def _pieces(text: str, size: int = 16) -> list[str]:
+    """A cached answer re-streamed in word-aligned pieces of about ``size`` characters."""
+    pieces, current = [], ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if len(candidate) > size and current:
+            pieces.append(current + " ")
+            current = word
+        else:
+            current = candidate
+    if current:
+        pieces.append(current)
+    return pieces
+
+
 class ChatService:
     def __init__(self, *, config: Config, router: Router, conversations: ConversationStore,
                  counter: TokenCounter, gate: TurnGate, metrics: Metrics,
+                 cache: ResponseCache, preferences: PreferenceStore,
                  clock: Callable[[], float] = time.time) -> None:
         self._config = config
+        self._cache = cache
+        self._preferences = preferences
+        self._fingerprints = {name: hashlib.sha256(repr(brand).encode()).hexdigest()[:16]
+                              for name, brand in config.brands.items()}
         self._router = router
         self._conversations = conversations
         self._counter = counter
@@ -126,22 +161,97 @@ class ChatService:
         await self._gate.check_rate(principal, brand)
         loaded = await self._load_conversation(principal, frame.conversation_id)
         state.conversation_id = loaded.conversation_id
+        prefs = await self._preferences.get(brand.name, principal.user_id)
         state.mark("conversation")
         requested = frame.max_tokens or self._config.limits.default_max_tokens
-        context, max_tokens = self._assemble(brand, plan, loaded, frame, requested)
+        context, max_tokens = self._assemble(brand, plan, loaded, frame, requested, prefs)
         state.prompt_tokens = context.prompt_tokens
+        plan_ = _TurnPlan(brand, plan, chain, loaded, context, max_tokens)
+        key = await self._cache_key(plan_, state, prefs)
+        if key is None:
+            await self._answer(state, sink, control, plan_)
+        else:
+            await self._answer_with_cache(state, sink, control, plan_, key)
+
+    async def _answer(self, state: TurnState, sink: Sink, control: TurnControl,
+                      turn: _TurnPlan) -> None:
+        """Reserve, stream from the provider chain, record, send ``done``."""
         state.admission = await self._gate.admit(
-            principal, brand, plan, conversation_id=state.conversation_id,
-            request_id=state.request_id, prompt_tokens=context.prompt_tokens,
-            max_tokens=max_tokens)
+            state.principal, turn.brand, turn.plan, conversation_id=state.conversation_id,
+            request_id=state.request_id, prompt_tokens=turn.context.prompt_tokens,
+            max_tokens=turn.max_tokens)
         state.mark("reserve")
-        request = ProviderRequest(model=chain[0].model, messages=context.messages,
+        request = ProviderRequest(model=turn.chain[0].model, messages=turn.context.messages,
                                   max_tokens=state.admission.max_tokens,
                                   request_id=state.request_id)
-        await self._stream(state, sink, control, self._router.stream(brand.name, chain, request))
+        events = self._router.stream(turn.brand.name, turn.chain, request)
+        await self._stream(state, sink, control, events)
         state.mark("stream")
-        await self._record(state, loaded, plan)
+        await self._record(state, turn.loaded, turn.plan)
         state.mark("record")
+        await sink.send(self._done_frame(state))
+
+    # --- response cache -----------------------------------------------------------------
+
+    async def _cache_key(self, turn: _TurnPlan, state: TurnState,
+                         prefs: dict[str, str]) -> CacheKey | None:
+        """The cache key for a first turn of a caching brand, else None."""
+        brand, frame = turn.brand, state.frame
+        if brand.cache == "off" or not turn.loaded.is_new or any(
+                m.role != "system" for m in frame.prior):
+            return None
+        per_user = brand.cache == "user" or bool(prefs)
+        return await self._cache.key(
+            brand=brand.name, config_fingerprint=self._fingerprints[brand.name],
+            model=turn.chain[0].model, system_prompt=turn.context.messages[0].content
+            if turn.context.messages[0].role == "system" else "",
+            query=frame.content, user_id=state.principal.user_id if per_user else None)
+
+    async def _answer_with_cache(self, state: TurnState, sink: Sink, control: TurnControl,
+                                 turn: _TurnPlan, key: CacheKey) -> None:
+        hit = await self._cache.get(key)
+        if hit is None:
+            async with self._cache.flight(key) as flight:
+                if not flight.leader:
+                    hit = await self._cache.wait(flight)
+                else:
+                    hit = await self._cache.lock_or_wait(key)
+                    if hit is None:
+                        await self._lead(state, sink, control, turn, key, flight)
+                        return
+                    flight.future.set_result(hit)
+        self._metrics.cache.labels(turn.brand.name, "hit" if hit else "miss").inc()
+        if hit is None:  # the leader failed: answer this one ourselves, uncached
+            await self._answer(state, sink, control, turn)
+        else:
+            await self._serve_cached(state, sink, turn, hit)
+
+    async def _lead(self, state: TurnState, sink: Sink, control: TurnControl,
+                    turn: _TurnPlan, key: CacheKey, flight: Flight) -> None:
+        self._metrics.cache.labels(turn.brand.name, "miss").inc()
+        try:
+            await self._answer(state, sink, control, turn)
+            if state.outcome == "stop" and state.text:
+                answer = CachedAnswer(state.text, state.provider, state.model, "stop")
+                await self._cache.put(key, answer, ttl_s=turn.brand.cache_ttl_s)
+                flight.future.set_result(answer)
+        finally:
+            await self._cache.unlock(key)
+
+    async def _serve_cached(self, state: TurnState, sink: Sink, turn: _TurnPlan,
+                            hit: CachedAnswer) -> None:
+        """Stream a cached answer: no provider call, no tokens, no budget."""
+        state.cached, state.provider, state.model = True, hit.provider, hit.model
+        await sink.send(StartFrame(state.frame.id, state.conversation_id, hit.provider,
+                                   hit.model, cached=True))
+        for piece in _pieces(hit.text):
+            if not state.parts:
+                state.mark("first_token")
+            state.parts.append(piece)
+            await sink.send(DeltaFrame(state.frame.id, piece))
+        state.outcome = hit.finish_reason
+        state.mark("stream")
+        await self._record(state, turn.loaded, turn.plan)
         await sink.send(self._done_frame(state))
 
     # --- stages -------------------------------------------------------------------------
@@ -173,12 +283,14 @@ class ChatService:
         return loaded
 
     def _assemble(self, brand: Brand, plan: Plan, loaded: LoadedConversation,
-                  frame: ChatFrame, requested: int) -> tuple[AssembledContext, int]:
+                  frame: ChatFrame, requested: int,
+                  prefs: dict[str, str]) -> tuple[AssembledContext, int]:
         """The context, and ``max_tokens`` capped so that prompt + answer fit the window."""
         content, prior = frame.content, frame.prior
         new_message = ChatMessage("user", content)
-        system_prompt = "\n\n".join([brand.system_prompt, *(m.content for m in prior
-                                                             if m.role == "system")]).strip()
+        system_prompt = "\n\n".join(p for p in [
+            brand.system_prompt, preferences_prompt(prefs),
+            *(m.content for m in prior if m.role == "system")] if p).strip()
         head = [ChatMessage("system", system_prompt)] if system_prompt else []
         floor = self._counter.count_messages([*head, new_message])
         if floor >= plan.max_context_window:

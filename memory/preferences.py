@@ -1,0 +1,71 @@
+"""User preferences (language, tone, …): kept per user, fed into that user's context.
+
+    cg:{brand}:prefs:<user key>   HASH  name → value
+
+Changing preferences bumps the user's cache generation (see ``memory.response_cache``),
+so answers cached under the old preferences are never served again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from memory.hot import user_key
+from memory.redis_client import RedisClient
+
+ALLOWED = {"language": 32, "tone": 32, "style": 64, "expertise": 32, "name": 64}
+
+
+class PreferenceError(ValueError):
+    pass
+
+
+def validate_preferences(raw: object) -> dict[str, str]:
+    if not isinstance(raw, Mapping):
+        raise PreferenceError("preferences must be a JSON object")
+    prefs: dict[str, str] = {}
+    for name, value in raw.items():
+        if name not in ALLOWED:
+            raise PreferenceError(f"unknown preference {name!r} (known: "
+                                  f"{', '.join(sorted(ALLOWED))})")
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > ALLOWED[name]:
+            raise PreferenceError(f"{name} must be a string of at most {ALLOWED[name]} "
+                                  "characters")
+        prefs[name] = value
+    return prefs
+
+
+def preferences_prompt(prefs: Mapping[str, str]) -> str:
+    """The system-prompt line that carries a user's preferences ('' when none)."""
+    if not prefs:
+        return ""
+    listed = "; ".join(f"{k}: {v}" for k, v in sorted(prefs.items()))
+    return f"The user's preferences ({listed}). Follow them."
+
+
+class PreferenceStore:
+    def __init__(self, redis: RedisClient) -> None:
+        self._redis = redis
+
+    @staticmethod
+    def _key(brand: str, user_id: str) -> str:
+        return f"cg:{{{brand}}}:prefs:{user_key(user_id)}"
+
+    async def get(self, brand: str, user_id: str) -> dict[str, str]:
+        raw = await self._redis.hgetall(self._key(brand, user_id))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def replace(self, brand: str, user_id: str, prefs: Mapping[str, str]) -> bool:
+        """Store ``prefs`` (replacing the old ones); True if anything changed."""
+        key = self._key(brand, user_id)
+        old = await self.get(brand, user_id)
+        if old == dict(prefs):
+            return False
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            if prefs:
+                pipe.hset(key, mapping=dict(prefs))
+            await pipe.execute()
+        return True
