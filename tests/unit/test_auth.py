@@ -1,0 +1,238 @@
+"""JWT verification with pinned algorithms, claim checks and token extraction."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+from aiohttp.test_utils import make_mocked_request
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from gateway.auth import Principal, TokenVerifier, issue_token, token_from_request
+from gateway.config import Config, load_config
+from gateway.errors import Unauthorized
+
+SECRET = "test-secret-" + "s" * 60  # 72 bytes: long enough for HS512 too
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return load_config(env={})
+
+
+@pytest.fixture(scope="module")
+def rsa_pems() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+@pytest.fixture
+def verifier(config: Config) -> TokenVerifier:
+    return TokenVerifier(config, secret=SECRET)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"sub": "alice", "brand": "growain", "plan": "free",
+                            "exp": int(time.time()) + 600}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def hand_signed(header: dict[str, Any], payload: dict[str, Any], key: bytes | None) -> str:
+    """A compact JWS built by hand, HMAC-SHA256 signed with ``key`` (or unsigned)."""
+    signing_input = f"{b64url(orjson.dumps(header))}.{b64url(orjson.dumps(payload))}"
+    if key is None:
+        return signing_input + "."
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def refused(verifier: TokenVerifier, token: str) -> Unauthorized:
+    with pytest.raises(Unauthorized) as info:
+        verifier.verify(token)
+    assert info.value.code == "unauthorized"
+    return info.value
+
+
+# --- HS256 -------------------------------------------------------------------------------
+
+
+def test_issued_token_is_accepted(verifier: TokenVerifier) -> None:
+    token = issue_token(SECRET, user="alice", brand="growain", plan="professional")
+    assert verifier.verify(token) == Principal(user_id="alice", brand="growain",
+                                               plan="professional")
+
+
+def test_issued_token_with_admin_role(verifier: TokenVerifier) -> None:
+    principal = verifier.verify(issue_token(SECRET, user="root", brand="corefinops",
+                                            roles=["admin"]))
+    assert principal.roles == frozenset({"admin"})
+    assert principal.is_admin
+
+
+def test_token_without_roles_is_not_admin(verifier: TokenVerifier) -> None:
+    principal = verifier.verify(issue_token(SECRET, user="alice", brand="growain"))
+    assert principal.roles == frozenset()
+    assert not principal.is_admin
+
+
+def test_expired_token_is_refused(verifier: TokenVerifier) -> None:
+    token = issue_token(SECRET, user="alice", brand="growain", ttl_s=60,
+                        now=time.time() - 3600)
+    assert "expired" in refused(verifier, token).message
+
+
+def test_wrong_secret_is_refused(verifier: TokenVerifier) -> None:
+    token = issue_token("another-secret-of-sufficient-length!!", user="alice", brand="growain")
+    assert refused(verifier, token).message == "invalid token"
+
+
+def test_alg_none_is_refused(verifier: TokenVerifier) -> None:
+    token = hand_signed({"alg": "none", "typ": "JWT"}, claims(), None)
+    assert refused(verifier, token).message == "invalid token"
+
+
+def test_hand_signed_hs256_control_is_accepted(verifier: TokenVerifier) -> None:
+    # Shows hand_signed builds valid tokens, so the refusals above and below are about
+    # the algorithm and key, not a malformed token.
+    token = hand_signed({"alg": "HS256", "typ": "JWT"}, claims(), SECRET.encode())
+    assert verifier.verify(token).user_id == "alice"
+
+
+def test_other_hmac_algorithm_is_refused(verifier: TokenVerifier) -> None:
+    token = jwt.encode(claims(), SECRET, algorithm="HS512")
+    refused(verifier, token)
+
+
+def test_rs256_token_is_refused_by_an_hs256_verifier(
+    verifier: TokenVerifier, rsa_pems: tuple[str, str]
+) -> None:
+    private, _ = rsa_pems
+    refused(verifier, jwt.encode(claims(), private, algorithm="RS256"))
+
+
+def test_unknown_brand_is_refused(verifier: TokenVerifier) -> None:
+    token = issue_token(SECRET, user="alice", brand="evilcorp")
+    assert refused(verifier, token).message == "unknown brand"
+
+
+def test_unknown_plan_is_refused(verifier: TokenVerifier) -> None:
+    token = issue_token(SECRET, user="alice", brand="growain", plan="platinum")
+    assert refused(verifier, token).message == "unknown plan"
+
+
+@pytest.mark.parametrize("missing", ["sub", "brand", "plan", "exp"])
+def test_missing_claim_is_refused(verifier: TokenVerifier, missing: str) -> None:
+    token = jwt.encode(claims(**{missing: None}), SECRET, algorithm="HS256")
+    refused(verifier, token)
+
+
+@pytest.mark.parametrize("claim", ["sub", "brand", "plan"])
+@pytest.mark.parametrize("value", ["", 42, ["growain"]])
+def test_empty_or_non_string_identity_claim_is_refused(
+    verifier: TokenVerifier, claim: str, value: Any
+) -> None:
+    token = jwt.encode(claims(**{claim: value}), SECRET, algorithm="HS256")
+    refused(verifier, token)
+
+
+@pytest.mark.parametrize("roles", ["admin", {"admin": True}, [1], ["admin", None]])
+def test_roles_that_are_not_a_list_of_strings_are_refused(
+    verifier: TokenVerifier, roles: Any
+) -> None:
+    token = jwt.encode(claims(roles=roles), SECRET, algorithm="HS256")
+    assert "roles" in refused(verifier, token).message
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "Bearer x"])
+def test_garbage_is_refused(verifier: TokenVerifier, garbage: str) -> None:
+    refused(verifier, garbage)
+
+
+def test_verifier_needs_a_key(config: Config) -> None:
+    with pytest.raises(ValueError):
+        TokenVerifier(config)
+
+
+# --- RS256 -------------------------------------------------------------------------------
+
+
+def test_rs256_with_generated_key_pair(config: Config, rsa_pems: tuple[str, str]) -> None:
+    private, public = rsa_pems
+    verifier = TokenVerifier(config, public_key_pem=public)
+    token = jwt.encode(claims(roles=["admin"]), private, algorithm="RS256")
+    principal = verifier.verify(token)
+    assert (principal.user_id, principal.brand, principal.plan) == ("alice", "growain", "free")
+    assert principal.is_admin
+
+
+def test_rs256_signed_by_another_key_is_refused(config: Config, rsa_pems: tuple[str, str]
+                                                ) -> None:
+    _, public = rsa_pems
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    verifier = TokenVerifier(config, public_key_pem=public)
+    refused(verifier, jwt.encode(claims(), other, algorithm="RS256"))
+
+
+def test_hs256_signed_with_the_public_key_is_refused_by_rs256_verifier(
+    config: Config, rsa_pems: tuple[str, str]
+) -> None:
+    """The key-confusion attack: HMAC-sign with the PEM public key as the shared secret."""
+    _, public = rsa_pems
+    verifier = TokenVerifier(config, public_key_pem=public)
+    token = hand_signed({"alg": "HS256", "typ": "JWT"}, claims(), public.encode())
+    assert refused(verifier, token).message == "invalid token"
+
+
+def test_alg_none_is_refused_by_rs256_verifier(config: Config, rsa_pems: tuple[str, str]
+                                               ) -> None:
+    _, public = rsa_pems
+    verifier = TokenVerifier(config, public_key_pem=public)
+    refused(verifier, hand_signed({"alg": "none"}, claims(), None))
+
+
+# --- token_from_request ------------------------------------------------------------------
+
+
+def test_bearer_header_is_preferred_over_query() -> None:
+    request = make_mocked_request("GET", "/v1/ws?token=from-query",
+                                  headers={"Authorization": "Bearer from-header"})
+    assert token_from_request(request) == "from-header"
+
+
+def test_bearer_scheme_is_case_insensitive() -> None:
+    request = make_mocked_request("GET", "/v1/ws", headers={"Authorization": "bearer tok"})
+    assert token_from_request(request) == "tok"
+
+
+def test_query_token_when_no_header() -> None:
+    request = make_mocked_request("GET", "/v1/ws?token=from-query")
+    assert token_from_request(request) == "from-query"
+
+
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwdw==", "Bearer ", "Bearer", "tok"])
+def test_query_token_when_header_is_not_a_usable_bearer(header: str) -> None:
+    request = make_mocked_request("GET", "/v1/ws?token=from-query",
+                                  headers={"Authorization": header})
+    assert token_from_request(request) == "from-query"
+
+
+def test_no_token_is_unauthorized() -> None:
+    request = make_mocked_request("GET", "/v1/ws?token=")
+    with pytest.raises(Unauthorized):
+        token_from_request(request)
