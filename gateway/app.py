@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.auth import issue_token
 from gateway.config import Config
+from gateway.errors import Forbidden, InvalidRequest
 from gateway.http_api import add_routes
 from gateway.http_errors import error_middleware
 from gateway.observability import Metrics
@@ -17,6 +21,7 @@ from gateway.runtime import RUNTIME_KEY, open_runtime
 from gateway.ws import open_session
 
 RUNTIME = RUNTIME_KEY
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 def create_app(config: Config, *, clock: Callable[[], float] = time.time,
@@ -35,6 +40,9 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time,
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     add_routes(app)
+    app.router.add_get("/", chat_page)
+    app.router.add_static("/static", STATIC_DIR)
+    app.router.add_get("/dev/token", dev_token)
     app.router.add_post("/v1/chat/completions", chat_completions)
     return app
 
@@ -43,6 +51,30 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     return await open_session(request, service=runtime.service, verifier=runtime.verifier,
                               limits=runtime.config.limits)
+
+
+async def chat_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+async def dev_token(request: web.Request) -> web.Response:
+    """Dev tokens for the chat page: only with the generated dev secret, only on loopback."""
+    runtime = request.app[RUNTIME]
+    secret = runtime.dev_secret
+    if secret is None or runtime.config.settings.jwt_secret or not _is_loopback(request):
+        raise Forbidden("dev tokens are only issued on loopback with the generated dev secret")
+    user, brand = request.query.get("user", ""), request.query.get("brand", "")
+    plan = request.query.get("plan", "free")
+    if not user or runtime.config.brand(brand) is None or runtime.config.plan(plan) is None:
+        raise InvalidRequest("user, a configured brand and a configured plan are required")
+    return web.json_response({"token": issue_token(secret, user=user, brand=brand, plan=plan)})
+
+
+def _is_loopback(request: web.Request) -> bool:
+    try:
+        return ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        return False
 
 
 async def healthz(request: web.Request) -> web.Response:
