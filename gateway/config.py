@@ -7,6 +7,7 @@ bad file fails loudly at start rather than during a user's turn. Environment set
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -206,7 +207,7 @@ def _float(data: Mapping[str, Any], name: str, key: str, *, default: float | Non
     value = data[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{key}.{name}: must be a number, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
+    if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
         raise ConfigError(f"{key}.{name}: must be {bound}, got {value}")
     return float(value)
@@ -270,7 +271,7 @@ def _parse_brand(name: str, data: Mapping[str, Any], mock_base: MockSettings) ->
     cache = data.get("cache", "brand")
     if cache not in ("brand", "user", "off"):
         raise ConfigError(f"{key}.cache: must be 'brand', 'user' or 'off', got {cache!r}")
-    mock_table = data.get("mock")
+    mock_table = _table(data, "mock", f"{key}.mock") if "mock" in data else None
     return Brand(
         name=name,
         providers=tuple(ProviderSpec.parse(s, key=f"{key}.providers") for s in chain),
@@ -286,8 +287,8 @@ def _parse_brand(name: str, data: Mapping[str, Any], mock_base: MockSettings) ->
                                           default=60, minimum=1),
         requests_per_second_per_brand=_int(data, "requests_per_second_per_brand", key,
                                            default=500, minimum=1),
-        mock=_parse_mock(mock_table, f"{key}.mock", mock_base)
-        if isinstance(mock_table, Mapping) else None,
+        mock=_parse_mock(mock_table, f"{key}.mock", mock_base) if mock_table is not None
+        else None,
     )
 
 

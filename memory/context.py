@@ -58,7 +58,8 @@ def assemble_context(
     while True:
         messages, tokens = build(summary_head, tail)
         if tokens <= budget:
-            return AssembledContext(messages, tokens, bool(summary), len(tail), len(history))
+            return AssembledContext(messages, tokens, summary_head != head, len(tail),
+                                    len(history))
         if tail:
             tail.pop(0)
         elif summary_head != head:

@@ -34,12 +34,12 @@ def new_conversation_id() -> str:
 
 
 def is_conversation_id(value: str) -> bool:
-    return bool(_CONVERSATION_ID.match(value))
+    return bool(_CONVERSATION_ID.fullmatch(value))
 
 
 def user_key(user_id: str) -> str:
     """A key-safe form of a user id: itself when plain, else a digest (never contains '}')."""
-    if _PLAIN_ID.match(user_id):
+    if _PLAIN_ID.fullmatch(user_id):
         return user_id
     return "~" + hashlib.blake2b(user_id.encode(), digest_size=16).hexdigest()
 

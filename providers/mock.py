@@ -53,20 +53,23 @@ class MockProvider:
         user_turns = sum(1 for m in request.messages if m.role == "user")
         words = mock_answer_words(request, settings.answer_tokens)
         prompt_tokens = self._counter.count_messages(request.messages)
-        budget = max(1, request.max_tokens)
         parts = [f"[{len(request.messages)} messages, turn {user_turns}]", *words]
-        emitted = []
+        emitted = ""
+        truncated = False
         if settings.first_token_delay_ms:
             await asyncio.sleep(settings.first_token_delay_ms / 1000)
-        for index, word in enumerate(parts[:budget]):
-            if index and settings.token_delay_ms:
+        for word in parts:
+            text = " " + word if emitted else word
+            if self._counter.count(emitted + text) > request.max_tokens:
+                truncated = True
+                continue  # never report more completion tokens than max_tokens
+            if emitted and settings.token_delay_ms:
                 await asyncio.sleep(settings.token_delay_ms / 1000)
-            text = word if index == 0 else " " + word
-            emitted.append(text)
+            emitted += text
             yield TextDelta(text)
-        completion_tokens = self._counter.count("".join(emitted))
+        completion_tokens = self._counter.count(emitted)
         yield UsageReport(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-        yield Finish("length" if len(parts) > budget else "stop")
+        yield Finish("length" if truncated else "stop")
 
     async def aclose(self) -> None:
         return None

@@ -199,11 +199,6 @@ def test_wrong_type_is_named(tmp_path: Path, old: str, new: str, pattern: str) -
         load_text(tmp_path, MINIMAL.replace(old, new))
 
 
-@pytest.mark.xfail(
-    reason="BUG: gateway/config.py _parse_brand ignores a brand 'mock' value that is not a "
-    "table instead of naming brands.NAME.mock",
-    strict=True,
-)
 def test_brand_mock_that_is_not_a_table_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"brands\.acme\.mock"):
         load_text(tmp_path, MINIMAL + "mock = 5\n")
@@ -247,11 +242,6 @@ def test_alert_threshold_of_one_is_allowed(tmp_path: Path) -> None:
         "acme"].alert_threshold == 1.0
 
 
-@pytest.mark.xfail(
-    reason="BUG: gateway/config.py _float lets NaN through its bounds check "
-    "(nan < min and nan > max are both False), so alert_threshold = nan is accepted",
-    strict=True,
-)
 def test_alert_threshold_nan_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"brands\.acme\.alert_threshold"):
         load_text(tmp_path, MINIMAL + "alert_threshold = nan\n")

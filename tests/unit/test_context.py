@@ -85,11 +85,6 @@ def test_drops_the_oldest_of_the_last_five_when_they_do_not_fit() -> None:
     assert result.used_summary
 
 
-@pytest.mark.xfail(
-    reason="BUG: memory/context.py reports used_summary=bool(summary) even after it "
-    "dropped the summary message because it did not fit",
-    strict=True,
-)
 def test_summary_that_does_not_fit_is_dropped_and_not_reported_as_used() -> None:
     history = [msg(i, words=50) for i in range(3)]
     huge_summary = "word " * 100

@@ -155,10 +155,5 @@ def test_other_strings_are_not_conversation_ids(value: str) -> None:
     assert not is_conversation_id(value)
 
 
-@pytest.mark.xfail(
-    reason="BUG: memory/hot.py _CONVERSATION_ID uses '$', which also matches before a "
-    "trailing newline, so 32 hex digits + '\\n' pass as a conversation id",
-    strict=True,
-)
 def test_conversation_id_with_trailing_newline_is_refused() -> None:
     assert not is_conversation_id("0123456789abcdef" * 2 + "\n")

@@ -105,12 +105,6 @@ async def test_usage_equals_counting_its_own_output(counter: TokenCounter) -> No
     assert usage.completion_tokens == counter.count("".join(deltas(evs)))
 
 
-@pytest.mark.xfail(
-    reason="BUG: providers/mock.py caps the number of deltas (words) at max_tokens, not "
-    "tokens; the '[N messages, turn K]' header alone is ~8 tokens, so completion_tokens "
-    "exceeds max_tokens and settles above the reservation",
-    strict=True,
-)
 @pytest.mark.parametrize("max_tokens", [1, 3, 8])
 async def test_reported_completion_never_exceeds_max_tokens(counter: TokenCounter,
                                                             max_tokens: int) -> None:
