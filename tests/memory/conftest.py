@@ -1,0 +1,61 @@
+"""Backends for the memory contract tests: moto over real HTTP, SQLite, files, Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from memory.warm import HistoryStore, open_history
+from tests.memory.factories import FakeClock
+from tests.redis_server import free_port
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Dummy credentials and the moto endpoint, for the standard AWS chain."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_DYNAMODB",
+                 "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_KMS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    return moto_endpoint
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["dynamodb", "sqlite"])
+def history_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "dynamodb":
+        request.getfixturevalue("aws")
+        return f"dynamodb://{unique_name('history')}"
+    return f"sqlite:///{tmp_path_factory.mktemp('warm')}/history.db"
+
+
+@pytest.fixture
+async def history(history_url: str, clock: FakeClock) -> AsyncIterator[HistoryStore]:
+    store = await open_history(history_url, clock=clock)
+    await store.ensure_schema()
+    yield store
+    await store.aclose()
