@@ -17,9 +17,6 @@ from dataclasses import dataclass
 import aiohttp
 import structlog
 from aiohttp import web
-from memory.cold import open_archive
-from memory.cold.base import Archive
-from memory.persister import Outbox, Persister
 
 from budgets import BudgetAlerter, BudgetLedger, RateLimiter, publisher_from_settings
 from gateway.auth import TokenVerifier, build_verifier
@@ -27,9 +24,13 @@ from gateway.budget_gate import BudgetGate
 from gateway.config import Config
 from gateway.observability import Metrics
 from gateway.service import ChatService
+from gateway.summaries import Summarizer
+from memory.cold import open_archive
+from memory.cold.base import Archive
 from memory.conversations import ConversationStore, TurnJournal
 from memory.hot import HotMemory
 from memory.journal import DirectJournal, OutboxJournal
+from memory.persister import Outbox, Persister
 from memory.preferences import PreferenceStore
 from memory.redis_client import RedisClient, connect_redis, is_embedded
 from memory.response_cache import ResponseCache
@@ -61,6 +62,7 @@ class Runtime:
     persister: Persister | None
     cache: ResponseCache
     preferences: PreferenceStore
+    summarizer: Summarizer
 
     @property
     def embedded(self) -> bool:
@@ -108,15 +110,19 @@ async def open_runtime(config: Config, *, clock: Callable[[], float] = time.time
         gate = BudgetGate(ledger, RateLimiter(redis, clock=clock))
         cache = ResponseCache(redis)
         preferences = PreferenceStore(redis)
-        service = ChatService(config=config, router=Router(registry),
+        router = Router(registry)
+        summarizer = Summarizer(config=config, router=router, ledger=ledger, history=history,
+                                hot=hot, redis=redis, counter=counter)
+        stack.push_async_callback(summarizer.drain)
+        service = ChatService(config=config, router=router,
                               conversations=conversations, counter=counter, gate=gate,
                               metrics=metrics, cache=cache, preferences=preferences,
-                              clock=clock)
+                              summarizer=summarizer, clock=clock)
         runtime = Runtime(config=config, metrics=metrics, redis=redis, verifier=verifier,
                           dev_secret=secret, counter=counter, registry=registry, hot=hot,
                           history=history, archive=archive, conversations=conversations,
                           ledger=ledger, service=service, http=http, persister=persister,
-                          cache=cache, preferences=preferences)
+                          cache=cache, preferences=preferences, summarizer=summarizer)
         if persister is not None and run_persister:
             task = asyncio.create_task(persister.run())
             stack.push_async_callback(_stop_persister, persister, task)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from budgets import cost_usd
 from gateway.auth import Principal
 from gateway.config import Brand, Config, Plan, ProviderSpec
 from gateway.errors import (
@@ -33,6 +34,7 @@ from gateway.frames import ChatFrame, DeltaFrame, DoneFrame, ErrorFrame, StartFr
 from gateway.gates import Admission, TurnGate
 from gateway.observability import Metrics
 from gateway.sink import Sink, SinkClosed
+from gateway.summaries import Summarizer
 from memory.context import AssembledContext, ContextTooLarge, assemble_context
 from memory.conversations import ConversationStore, LoadedConversation
 from memory.preferences import PreferenceStore, preferences_prompt
@@ -115,8 +117,10 @@ class ChatService:
     def __init__(self, *, config: Config, router: Router, conversations: ConversationStore,
                  counter: TokenCounter, gate: TurnGate, metrics: Metrics,
                  cache: ResponseCache, preferences: PreferenceStore,
+                 summarizer: Summarizer | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._config = config
+        self._summarizer = summarizer
         self._cache = cache
         self._preferences = preferences
         self._fingerprints = {name: hashlib.sha256(repr(brand).encode()).hexdigest()[:16]
@@ -190,6 +194,9 @@ class ChatService:
         await self._record(state, turn.loaded, turn.plan)
         state.mark("record")
         await sink.send(self._done_frame(state))
+        if self._summarizer and turn.context.history_included < turn.context.history_total:
+            self._summarizer.schedule(turn.brand.name, state.principal.user_id,
+                                      state.conversation_id)
 
     # --- response cache -----------------------------------------------------------------
 
@@ -367,11 +374,7 @@ class ChatService:
                            count_completion=lambda: self._counter.count(state.text))
 
     def _cost(self, model: str, usage: Usage) -> float:
-        price = self._config.price(model)
-        if price is None:
-            return 0.0
-        return round((usage.prompt_tokens * price.input
-                      + usage.completion_tokens * price.output) / 1_000_000, 8)
+        return cost_usd(self._config.price(model), usage.prompt_tokens, usage.completion_tokens)
 
     def _done_frame(self, state: TurnState) -> DoneFrame:
         usage = self._usage(state)

@@ -132,9 +132,14 @@ class ResponseCache:
             return None
 
     async def lock_or_wait(self, key: CacheKey) -> CachedAnswer | None:
-        """Take the cross-process lock (None: go ahead), or wait for another process's answer."""
+        """Take the cross-process lock (None: go ahead and answer), or return the answer
+        another leader stored (waiting for it while another process holds the lock)."""
         if await self._redis.set(key.lock, b"1", nx=True, px=LOCK_MS):
-            return None
+            # Double-check: a leader may have stored the answer since our first lookup.
+            answer = await self.get(key)
+            if answer is not None:
+                await self.unlock(key)
+            return answer
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait_s
         while loop.time() < deadline:

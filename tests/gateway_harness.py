@@ -65,3 +65,11 @@ async def running_gateway(config: Config, **app_options: Any) -> AsyncIterator[T
 
 def runtime_of(server: TestServer) -> Runtime:
     return server.app[RUNTIME]
+
+
+def openai_brands(fake_url: str, *brands: str, model: str = "gpt-4o-mini") -> dict[str, Any]:
+    """Overrides that route ``brands`` to an OpenAI-wire fake server at ``fake_url``."""
+    return {
+        "providers": {"openai": {"base_url": fake_url + "/v1", "api_key": "test-key"}},
+        "brands": {b: {"providers": [f"openai:{model}"]} for b in brands},
+    }
