@@ -10,7 +10,7 @@ Usage arrives in two halves: ``message_start`` carries the input tokens and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -155,7 +155,7 @@ class AnthropicProvider:
     def name(self) -> str:
         return "anthropic"
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         params = build_anthropic_params(request)
         with map_anthropic_errors(self.name):
             stream = await self._client.messages.create(

@@ -11,7 +11,7 @@ use, closed by ``aclose()``. Botocore's retries are off: the router decides.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
@@ -165,7 +165,7 @@ class BedrockProvider:
                 self._client = await self._stack.enter_async_context(client)
         return self._client
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         with map_bedrock_errors(self.name):
             client = await self._started()
             response = await client.converse_stream(**build_converse_params(request))

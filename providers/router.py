@@ -1,23 +1,44 @@
 """The router: walks a brand's provider chain until one answers.
 
-Before the first event of an answer a retryable failure moves on to the next provider of
-the chain; once an answer has started, a failure ends the turn (``StreamInterrupted``):
-text that reached the client is never silently replaced by another provider's.
-The router announces the provider that actually answers with a :class:`RouteChosen` event
-before that provider's first event.
+Per provider of the chain (``kind:model``), in order:
+  * its circuit breaker may skip it without a request (``CircuitOpen``);
+  * an attempt must produce its first token (a text delta or a finish) within
+    ``first_token_timeout_s``; usage reported before that is held back with it;
+  * a retryable failure before the first token is retried with exponential backoff and
+    full jitter (at least the provider's ``retry-after``) up to ``max_retries`` times,
+    then the next provider is tried; a fatal failure (bad request, auth) ends the turn.
+Once the first token has been handed on, the provider is committed: a failure, or a gap
+longer than ``chunk_timeout_s`` between events, raises ``StreamInterrupted(cause)``;
+text that reached the client is never silently replaced by another provider's. When
+every provider fails, the last (real) error is raised.
+
+The stream starts with a :class:`RouteChosen` naming the provider and model that answer,
+and a ``Finish`` event, if any, is always its last event. Closing the stream (``aclose``,
+or cancelling the consuming task) closes the upstream response at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import aclosing
+import asyncio
+import random
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from gateway.config import ProviderSpec
-from providers.base import ProviderEvent, ProviderRequest
-from providers.errors import ProviderError, StreamInterrupted
+from gateway.config import ProviderOptions, ProviderSpec
+from providers.base import Finish, Provider, ProviderEvent, ProviderRequest, TextDelta
+from providers.circuit import CircuitBreaker, CircuitBreakers, CircuitState
+from providers.errors import (
+    CircuitOpen,
+    ProviderError,
+    ProviderTimeout,
+    RetryableProviderError,
+    StreamInterrupted,
+)
 from providers.registry import ProviderRegistry
+from providers.retry import RetryPolicy, call_with_retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,32 +49,130 @@ class RouteChosen:
 
 
 RoutedEvent = RouteChosen | ProviderEvent
+ProviderStream = AsyncGenerator[ProviderEvent, None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Started:
+    """A provider that produced its first token; ``head`` holds the events so far."""
+
+    route: RouteChosen
+    head: tuple[ProviderEvent, ...]
+    events: ProviderStream
+    ended: bool
+    options: ProviderOptions
+    breaker: CircuitBreaker
+
+
+async def read_head(events: ProviderStream) -> tuple[tuple[ProviderEvent, ...], bool]:
+    """Events up to and including the first text delta or finish; True if the stream ended."""
+    head: list[ProviderEvent] = []
+    while (event := await anext(events, None)) is not None:
+        head.append(event)
+        if isinstance(event, TextDelta | Finish):
+            return tuple(head), False
+    return tuple(head), True
 
 
 class Router:
-    def __init__(self, registry: ProviderRegistry) -> None:
+    """Routes a turn over a chain; holds the circuit breakers, so make one per app."""
+
+    def __init__(self, registry: ProviderRegistry, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 rng: random.Random | None = None) -> None:
         self._registry = registry
+        self._breakers = CircuitBreakers(clock)
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    def circuit_state(self, spec: ProviderSpec) -> CircuitState:
+        return self._breakers.state(str(spec))
 
     async def stream(self, brand: str, chain: Sequence[ProviderSpec],
                      request: ProviderRequest) -> AsyncIterator[RoutedEvent]:
-        last_error: ProviderError | None = None
+        async with AsyncExitStack() as stack:
+            started = await self._start(brand, chain, request, stack)
+            yield started.route
+            finish: Finish | None = None
+            for event in started.head:
+                if isinstance(event, Finish):
+                    finish = event
+                else:
+                    yield event
+            while not started.ended and (following := await self._next(started)) is not None:
+                if isinstance(following, Finish):
+                    finish = following
+                else:
+                    yield following
+            if finish is not None:
+                yield finish
+
+    async def _start(self, brand: str, chain: Sequence[ProviderSpec], request: ProviderRequest,
+                     stack: AsyncExitStack) -> _Started:
+        last: ProviderError | None = None
         for spec in chain:
-            provider = self._registry.get(spec.kind, brand)
-            attempt = replace(request, model=spec.model)
-            started = False
             try:
-                async with aclosing(provider.stream(attempt)) as events:
-                    async for event in events:
-                        if not started:
-                            started = True
-                            yield RouteChosen(provider=provider.name, model=spec.model)
-                        yield event
-                return
-            except ProviderError as exc:
-                if started:
-                    raise StreamInterrupted(exc) from exc
-                if not exc.retryable:
-                    raise
-                last_error = exc
-        assert last_error is not None, "a brand's chain is never empty"
-        raise last_error
+                return await self._start_provider(brand, spec, request, stack)
+            except RetryableProviderError as exc:
+                if last is None or not isinstance(exc, CircuitOpen):
+                    last = exc
+        if last is None:
+            raise ValueError(f"brand {brand!r} has an empty provider chain")
+        raise last
+
+    async def _start_provider(self, brand: str, spec: ProviderSpec, request: ProviderRequest,
+                              stack: AsyncExitStack) -> _Started:
+        provider = self._registry.get(spec.kind, brand)
+        options = self._registry.options_for(spec.kind)
+        breaker = self._breakers.get(str(spec), threshold=options.circuit_failure_threshold,
+                                     cooldown_s=options.circuit_cooldown_s)
+        attempt = replace(request, model=spec.model)
+
+        async def start_once() -> _Started:
+            return await self._attempt(provider, spec, attempt, options, breaker, stack)
+
+        return await call_with_retry(start_once, policy=RetryPolicy.from_options(options),
+                                     sleep=self._sleep, rng=self._rng)
+
+    async def _attempt(self, provider: Provider, spec: ProviderSpec, request: ProviderRequest,
+                       options: ProviderOptions, breaker: CircuitBreaker,
+                       stack: AsyncExitStack) -> _Started:
+        if not breaker.try_acquire():
+            raise CircuitOpen(f"{spec} skipped: circuit open", provider=spec.kind)
+        events = provider.stream(request)
+        try:
+            async with asyncio.timeout(options.first_token_timeout_s):
+                head, ended = await read_head(events)
+        except TimeoutError as exc:
+            await events.aclose()
+            breaker.record_failure()
+            raise ProviderTimeout(f"{spec} sent no first token within "
+                                  f"{options.first_token_timeout_s}s", provider=spec.kind) from exc
+        except RetryableProviderError:
+            await events.aclose()
+            breaker.record_failure()
+            raise
+        except BaseException:  # fatal errors and cancellation say nothing about health
+            await events.aclose()
+            breaker.release()
+            raise
+        breaker.record_success()
+        stack.push_async_callback(events.aclose)
+        route = RouteChosen(provider=provider.name, model=spec.model)
+        return _Started(route, head, events, ended, options, breaker)
+
+    async def _next(self, started: _Started) -> ProviderEvent | None:
+        """The next event of a committed stream; failures become ``StreamInterrupted``."""
+        timeout_s = started.options.chunk_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await anext(started.events, None)
+        except TimeoutError as exc:
+            started.breaker.record_failure()
+            cause = ProviderTimeout(f"{started.route.provider} sent nothing for {timeout_s}s",
+                                    provider=started.route.provider)
+            raise StreamInterrupted(cause) from exc
+        except ProviderError as exc:
+            if exc.retryable:
+                started.breaker.record_failure()
+            raise StreamInterrupted(exc) from exc

@@ -116,7 +116,7 @@ class RecordedRequest:
     method: str
     path: str
     match_info: dict[str, str]
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
     body: Any
     received_at: float
 
@@ -230,16 +230,23 @@ class FakeUpstream:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         call = RecordedRequest(request.method, request.path, dict(request.match_info),
-                               dict(request.headers), json.loads(raw) if raw else None,
+                               {k.lower(): v for k, v in request.headers.items()},
+                               json.loads(raw) if raw else None,
                                time.monotonic())
         self.requests.append(call)
         behaviour = self._queue.popleft() if self._queue else self.default
         try:
             return await self._answer(request, call, behaviour)
         except ClientGone:
-            self.disconnects.append(time.monotonic())
-            self._disconnected.set()
+            self._note_disconnect()
             return web.Response(status=499)
+        except asyncio.CancelledError:  # the test server cancels handlers on disconnect
+            self._note_disconnect()
+            raise
+
+    def _note_disconnect(self) -> None:
+        self.disconnects.append(time.monotonic())
+        self._disconnected.set()
 
     async def _answer(self, request: web.Request, call: RecordedRequest,
                       behaviour: Behaviour) -> web.StreamResponse:

@@ -1,0 +1,153 @@
+"""One contract, every real provider: the official SDK against its wire-format fake."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.config import ProviderOptions
+from providers.base import Finish, Provider, ProviderEvent, TextDelta, UsageReport
+from providers.errors import (
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderOverloaded,
+    ProviderRateLimited,
+)
+from tests.fakes.providers import chat_request, provider_for
+from tests.fakes.upstream import (
+    FakeUpstream,
+    error_after,
+    fail_after,
+    ok,
+    slow,
+    status,
+)
+
+REQUEST = chat_request(("system", "Be brief."), ("user", "Hi"))
+
+
+@pytest.fixture
+async def provider(kind: str, fake: FakeUpstream) -> AsyncIterator[Provider]:
+    made = provider_for(kind, fake)
+    yield made
+    await made.aclose()
+
+
+async def collect(provider: Provider) -> list[ProviderEvent]:
+    return [event async for event in provider.stream(REQUEST)]
+
+
+def text_of(events: list[ProviderEvent]) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def usage_of(events: list[ProviderEvent]) -> tuple[int | None, int | None]:
+    prompt = completion = None
+    for event in events:
+        if isinstance(event, UsageReport):
+            prompt = event.prompt_tokens if event.prompt_tokens is not None else prompt
+            completion = (event.completion_tokens if event.completion_tokens is not None
+                          else completion)
+    return prompt, completion
+
+
+async def test_streams_text_usage_and_finish(provider: Provider, fake: FakeUpstream) -> None:
+    fake.script(ok("Hel", "lo", " there", usage=(21, 3)))
+    events = await collect(provider)
+    assert text_of(events) == "Hello there"
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hel", "lo", " there"]
+    assert usage_of(events) == (21, 3)
+    assert [e for e in events if isinstance(e, Finish)] == [Finish("stop")]
+    assert fake.request_count == 1
+
+
+async def test_max_tokens_finish_is_length(provider: Provider, fake: FakeUpstream) -> None:
+    fake.script(ok("cut", finish="length"))
+    events = await collect(provider)
+    assert [e for e in events if isinstance(e, Finish)] == [Finish("length")]
+
+
+async def test_unicode_split_across_writes_survives(provider: Provider, fake: FakeUpstream
+                                                    ) -> None:
+    fake.script(ok("Grüße ", "— 你好 ", "🙂"))
+    assert text_of(await collect(provider)) == "Grüße — 你好 🙂"
+
+
+@pytest.mark.parametrize(("code", "expected"), [
+    (429, ProviderRateLimited), (500, ProviderOverloaded), (503, ProviderOverloaded),
+    (400, ProviderBadRequest), (401, ProviderAuthError), (403, ProviderAuthError),
+])
+async def test_http_errors_map_by_status(provider: Provider, fake: FakeUpstream, code: int,
+                                         expected: type[ProviderError]) -> None:
+    fake.script(status(code))
+    with pytest.raises(expected) as caught:
+        await collect(provider)
+    assert caught.value.provider == provider.name
+    assert caught.value.retryable == (code in (429, 500, 503))
+
+
+async def test_connection_cut_mid_stream_is_a_connection_error(provider: Provider,
+                                                               fake: FakeUpstream) -> None:
+    fake.script(fail_after(2))
+    seen: list[ProviderEvent] = []
+    with pytest.raises(ProviderConnectionError):
+        async for event in provider.stream(REQUEST):
+            seen.append(event)
+    assert text_of(seen) == "part0 part1 "
+
+
+async def test_in_stream_error_is_retryable(provider: Provider, fake: FakeUpstream) -> None:
+    fake.script(error_after(1))
+    with pytest.raises(ProviderError) as caught:
+        await collect(provider)
+    assert caught.value.retryable
+
+
+async def test_unreachable_server_is_a_connection_error(kind: str, fake: FakeUpstream) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    fake.url = f"http://127.0.0.1:{port}"
+    provider = provider_for(kind, fake, ProviderOptions(connect_timeout_s=1.0))
+    try:
+        with pytest.raises(ProviderConnectionError):
+            await collect(provider)
+    finally:
+        await provider.aclose()
+
+
+async def test_closing_the_stream_closes_the_connection(provider: Provider,
+                                                        fake: FakeUpstream) -> None:
+    fake.script(slow(*[f"w{i} " for i in range(50)], delay_s=0.05))
+    stream = provider.stream(REQUEST)
+    async for event in stream:
+        if isinstance(event, TextDelta):
+            break
+    closed_at = time.monotonic()
+    await stream.aclose()
+    seen_at = await fake.wait_for_disconnect(within_s=1.0)
+    assert seen_at - closed_at < 1.0
+
+
+async def test_cancelling_the_consumer_closes_the_connection(provider: Provider,
+                                                             fake: FakeUpstream) -> None:
+    fake.script(slow(*[f"w{i} " for i in range(50)], delay_s=0.05))
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in provider.stream(REQUEST):
+            if isinstance(event, TextDelta):
+                first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 2.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await fake.wait_for_disconnect(within_s=1.0)
