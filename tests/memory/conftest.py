@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from moto.server import ThreadedMotoServer
 
+from memory.cold import Archive, open_archive
 from memory.warm import HistoryStore, open_history
 from tests.memory.factories import FakeClock
 from tests.redis_server import free_port
@@ -57,5 +58,29 @@ def history_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 async def history(history_url: str, clock: FakeClock) -> AsyncIterator[HistoryStore]:
     store = await open_history(history_url, clock=clock)
     await store.ensure_schema()
+    yield store
+    await store.aclose()
+
+
+@pytest.fixture
+def kms_key_id(aws: str) -> str:
+    """A customer managed key in moto's KMS (sync: async fixtures can't be requested lazily)."""
+    import boto3
+
+    kms = boto3.client("kms", region_name="us-east-1")
+    return str(kms.create_key(Description="chatgate archive (test)")["KeyMetadata"]["KeyId"])
+
+
+@pytest.fixture(params=["s3", "file"])
+async def archive(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Archive]:
+    if request.param == "s3":
+        key_id = request.getfixturevalue("kms_key_id")
+        url = f"s3://{unique_name('archive')}/turns"
+        store = await open_archive(url, kms_key_id=key_id)
+    else:
+        store = await open_archive(f"file://{tmp_path_factory.mktemp('cold')}/archive")
+    assert store is not None
+    await store.ensure_bucket()
     yield store
     await store.aclose()
