@@ -59,6 +59,11 @@ def backoff_seconds(failures: int, *, base: float = 0.2, cap: float = 30.0) -> f
     return min(cap, base * 2.0 ** max(0, failures - 1))
 
 
+def redis_error_code(exc: ResponseError) -> str:
+    """The error code Redis puts first in an error reply (``BUSYGROUP``, ``NOGROUP``, …)."""
+    return str(exc).split(" ", 1)[0]
+
+
 class Outbox:
     """The producer side: one ``XADD`` per finished turn."""
 
@@ -135,7 +140,7 @@ class Persister:
         try:
             await self._redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
+            if redis_error_code(exc) != "BUSYGROUP":
                 raise
         self._group_ready = True
 
@@ -152,7 +157,6 @@ class Persister:
                 failures = 0
             except Exception as exc:
                 failures += 1
-                self._group_ready = self._group_ready and "NOGROUP" not in str(exc)
                 log.warning("persist_failed", failures=failures, error=type(exc).__name__,
                             exc_info=True)
                 await self._pause(self._backoff(failures))
@@ -183,11 +187,16 @@ class Persister:
         """One pass: own pending, then reclaimed, then new entries. Returns entries handled."""
         if not self._group_ready:
             await self.ensure_group()
-        handled = await self._persist(await self._read("0"))
-        handled += await self._persist(await self._reclaim())
-        if handled < self.batch_size:
-            wait = block_ms if handled == 0 else None
-            handled += await self._persist(await self._read(">", block_ms=wait))
+        try:
+            handled = await self._persist(await self._read("0"))
+            handled += await self._persist(await self._reclaim())
+            if handled < self.batch_size:
+                wait = block_ms if handled == 0 else None
+                handled += await self._persist(await self._read(">", block_ms=wait))
+        except ResponseError as exc:
+            if redis_error_code(exc) == "NOGROUP":  # the stream was deleted: recreate next time
+                self._group_ready = False
+            raise
         return handled
 
     async def _read(self, start: str, *, block_ms: int | None = None) -> list[Entry]:

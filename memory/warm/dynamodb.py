@@ -141,8 +141,16 @@ class DynamoHistory:
     # -- writes ---------------------------------------------------------------------
 
     async def write_turns(self, turns: Sequence[TurnRecord]) -> list[TurnRecord]:
-        """Write turns idempotently; returns those accepted (not of deleted conversations)."""
-        groups = list(group_by_conversation(unique_turns(turns)).values())
+        """Write turns idempotently; returns those accepted (not of deleted conversations).
+
+        Messages and audit entries go first, then the metas. A conversation deleted at any
+        point meanwhile ends up without these messages: either its delete removes them, or
+        its tombstone fails the meta update and they are removed here.
+        """
+        ordered = unique_turns(turns)
+        puts = [put_request(i) for turn in ordered for i in layout.turn_items(turn)]
+        await batch_write(self.client, self.table, puts)
+        groups = list(group_by_conversation(ordered).values())
         limiter = asyncio.Semaphore(self._concurrency)
 
         async def record(group: list[TurnRecord]) -> bool:
@@ -151,10 +159,13 @@ class DynamoHistory:
 
         async with asyncio.TaskGroup() as tasks:
             outcomes = [tasks.create_task(record(g)) for g in groups]
-        accepted = [t for g, o in zip(groups, outcomes, strict=True) if o.result() for t in g]
-        requests = [put_request(i) for turn in accepted for i in layout.turn_items(turn)]
-        await batch_write(self.client, self.table, requests)
-        return accepted
+        kept = [o.result() for o in outcomes]
+        rejected = [t for g, ok in zip(groups, kept, strict=True) if not ok for t in g]
+        if rejected:
+            doomed = [delete_request({"PK": i["PK"], "SK": i["SK"]})
+                      for turn in rejected for i in layout.message_items(turn)]
+            await batch_write(self.client, self.table, doomed)
+        return [t for g, ok in zip(groups, kept, strict=True) if ok for t in g]
 
     async def _record_conversation(self, turns: list[TurnRecord]) -> bool:
         """Count new turns into the conversation's meta; False if it was deleted."""

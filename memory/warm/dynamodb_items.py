@@ -24,12 +24,15 @@ unambiguous whatever a brand or user id contains; ``{t}`` is epoch seconds as
   applied and the conversation is not deleted; when it fails, the old item (returned by
   ``ReturnValuesOnConditionCheckFailure``) says which turns to drop, or that the
   conversation is gone. Messages and audit entries are plain puts on deterministic keys,
-  so rewriting them is harmless.
+  written before the meta update, so rewriting them is harmless and a crash in between
+  is repaired by the replay.
 - ``updated_at`` only moves forward: a batch older than the stored meta only adds its
   messages (the condition ``updated_at <= :updated`` picks the variant).
 - Deleting a conversation replaces its meta with a tombstone (``deleted``, no index keys,
   ``ttl`` 30 days on) so a turn still in the write-behind outbox cannot bring it back,
-  then deletes the messages partition (one query plus batched deletes).
+  then deletes the messages partition (one query plus batched deletes). A writer whose
+  meta update meets the tombstone deletes the messages it just wrote. Audit entries stay
+  (the turns happened and were billed; they hold no content).
 - The user id in every key scopes every read and delete to its tenant.
 - Limits: every meta update of a brand lands on one GSI2 partition, and every audit entry
   on ``B#{brand}#AUDIT``; beyond roughly 1000 turns a second per brand, shard those keys.

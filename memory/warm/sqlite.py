@@ -121,8 +121,14 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def _write_turn(conn: sqlite3.Connection, turn: TurnRecord, now: float) -> bool:
-    """One turn inside the batch transaction; False if its conversation was deleted."""
+    """One turn inside the batch transaction; False if its conversation was deleted.
+
+    The audit entry is kept either way: the turn happened (and was billed).
+    """
     key = (turn.brand, turn.user_id, turn.conversation_id)
+    conn.execute("INSERT OR IGNORE INTO audit VALUES (?, ?, ?, ?, ?)",
+                 (turn.brand, turn.turn_id, turn.created_at,
+                  orjson.dumps(turn.audit()).decode(), turn.expires_at))
     if conn.execute(f"SELECT 1 FROM tombstones WHERE {CONVERSATION_KEY} AND expires_at > ?",
                     (*key, now)).fetchone():
         return False
@@ -132,9 +138,6 @@ def _write_turn(conn: sqlite3.Connection, turn: TurnRecord, now: float) -> bool:
             "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*key, turn.turn_id, index, message.role, message.content, message.created_at,
              message.tokens, turn.expires_at)).rowcount
-    conn.execute("INSERT OR IGNORE INTO audit VALUES (?, ?, ?, ?, ?)",
-                 (turn.brand, turn.turn_id, turn.created_at,
-                  orjson.dumps(turn.audit()).decode(), turn.expires_at))
     if inserted:
         conn.execute(UPSERT_META, (*key, title_for(turn.user_message.content), turn.created_at,
                                    turn.created_at, inserted, turn.expires_at))

@@ -109,6 +109,8 @@ async def test_a_late_turn_does_not_bring_a_deleted_conversation_back(
     assert await history.write_turns([late, other]) == [other]
     assert await history.get_conversation("growain", "alice", "c1") is None
     assert await history.messages("growain", "alice", "c1") == []
+    audited = {e["turn_id"] for e in (await history.list_audit("growain")).items}
+    assert late.turn_id in audited  # the turn happened and was billed
 
 
 async def test_expired_items_are_not_returned(history: HistoryStore, clock: FakeClock) -> None:

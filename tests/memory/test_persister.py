@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
+from redis.exceptions import ResponseError
 
 from memory.cold.files import FileArchive
 from memory.persister import Entry, Outbox, Persister, backoff_seconds, parse_read
@@ -174,3 +175,16 @@ def test_parse_read_accepts_resp2_and_resp3_replies() -> None:
     expected = [Entry("1-0", {b"turn": b"x"})]
     assert parse_read(resp2) == expected == parse_read(resp3)
     assert parse_read(None) == [] == parse_read([])
+
+
+async def test_a_deleted_stream_and_group_are_recreated(any_redis: RedisClient,
+                                                        history: FlakyHistory) -> None:
+    worker = persister(any_redis, history)
+    assert await worker.drain() == 0
+    await any_redis.delete("cg:outbox")  # e.g. an operator flushed it
+
+    with pytest.raises(ResponseError):
+        await worker.step(block_ms=None)
+    await Outbox(any_redis).append(make_turn("c1"))
+    assert await worker.drain() == 1
+    assert await stored_turns(history) == 1
