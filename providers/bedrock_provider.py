@@ -155,6 +155,11 @@ class BedrockProvider:
     def name(self) -> str:
         return "bedrock"
 
+    async def start(self) -> None:
+        """Open the client now rather than on the first request (loading it takes a while)."""
+        with map_bedrock_errors(self.name):
+            await self._started()
+
     async def _started(self) -> Any:
         """The one ``bedrock-runtime`` client, entered on first use."""
         async with self._lock:

@@ -42,6 +42,13 @@ class ProviderRegistry:
     def options_for(self, kind: str) -> ProviderOptions:
         return self._options.get(kind, ProviderOptions())
 
+    async def start(self) -> None:
+        """Optional warm-up: open the clients of providers that open lazily (Bedrock)."""
+        for provider in self._providers.values():
+            start = getattr(provider, "start", None)
+            if start is not None:
+                await start()
+
     async def aclose(self) -> None:
         for provider in {id(p): p for p in [*self._providers.values(),
                                               *self._mock_for_brand.values()]}.values():

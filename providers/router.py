@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -89,7 +89,7 @@ class Router:
         return self._breakers.state(str(spec))
 
     async def stream(self, brand: str, chain: Sequence[ProviderSpec],
-                     request: ProviderRequest) -> AsyncIterator[RoutedEvent]:
+                     request: ProviderRequest) -> AsyncGenerator[RoutedEvent, None]:
         async with AsyncExitStack() as stack:
             started = await self._start(brand, chain, request, stack)
             yield started.route

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import cache
 
 import aioboto3
 
@@ -41,8 +42,12 @@ def options_for(kind: str, fake: FakeUpstream, options: ProviderOptions | None =
     return replace(options, base_url=base_url_for(kind, fake), api_key=api_key, region=region)
 
 
+@cache
 def dummy_session() -> aioboto3.Session:
-    """An aioboto3 session with dummy credentials: no environment, no metadata service."""
+    """An aioboto3 session with dummy credentials: no environment, no metadata service.
+
+    One per process: the session caches the loaded service model, so clients open fast.
+    """
     return aioboto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
                             region_name=TEST_REGION)
 
