@@ -16,7 +16,7 @@ Layout (``<b>`` brand, ``<u>`` user, ``<c>`` conversation, ``<r>`` request id)::
                                      cost_micros, alerted
     cg:{<b>}:c:<c>              HASH used, reserved        conversation total
     cg:{<b>}:leases             ZSET lease key -> lease expiry (epoch ms): outstanding
-    cg:{<b>}:lease:<r>          HASH a reservation's record (see ``budgets/lua``)
+    cg:{<b>}:lease:<r>          STRING a reservation's record (``lua/leases.lua``)
     cg:{<b>}:rl:u:<u>           STRING GCRA theoretical arrival time (epoch us), per user
     cg:{<b>}:rl:b               STRING GCRA theoretical arrival time (epoch us), per brand
 
@@ -54,19 +54,25 @@ class Periods:
     day_expire_at: int
     month_expire_at: int
 
-    @classmethod
-    def at(cls, epoch_s: float) -> Periods:
-        moment = datetime.fromtimestamp(epoch_s, tz=UTC)
-        day_start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-        next_day = day_start + timedelta(days=1)
-        month_start = day_start.replace(day=1)
-        next_month = (month_start + timedelta(days=32)).replace(day=1)
-        return cls(
-            day=day_start.strftime("%Y%m%d"),
-            month=day_start.strftime("%Y%m"),
-            day_expire_at=int(next_day.timestamp()) + PERIOD_MARGIN_S,
-            month_expire_at=int(next_month.timestamp()) + PERIOD_MARGIN_S,
-        )
+    @staticmethod
+    def at(epoch_s: float) -> Periods:
+        return _periods_of_day(int(epoch_s // 86400))
+
+
+@lru_cache(maxsize=64)
+def _periods_of_day(day_number: int) -> Periods:
+    """Periods of the UTC day ``day_number`` days after the epoch (UTC days have no leap
+    seconds in POSIX time, so the division above is exact)."""
+    day_start = datetime.fromtimestamp(day_number * 86400, tz=UTC)
+    next_day = day_start + timedelta(days=1)
+    month_start = day_start.replace(day=1)
+    next_month = (month_start + timedelta(days=32)).replace(day=1)
+    return Periods(
+        day=day_start.strftime("%Y%m%d"),
+        month=day_start.strftime("%Y%m"),
+        day_expire_at=int(next_day.timestamp()) + PERIOD_MARGIN_S,
+        month_expire_at=int(next_month.timestamp()) + PERIOD_MARGIN_S,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +81,9 @@ class BrandKeys:
 
     prefix: str
 
-    @classmethod
-    def of(cls, brand: str) -> BrandKeys:
-        return cls(prefix=f"cg:{{{encode_part(brand)}}}:")
+    @staticmethod
+    def of(brand: str) -> BrandKeys:
+        return _brand_keys(brand)
 
     def user_day(self, user_id: str, day: str) -> str:
         return f"{self.prefix}u:{encode_part(user_id)}:d:{day}"
@@ -109,3 +115,8 @@ class BrandKeys:
     @property
     def brand_rate(self) -> str:
         return f"{self.prefix}rl:b"
+
+
+@lru_cache(maxsize=1024)
+def _brand_keys(brand: str) -> BrandKeys:
+    return BrandKeys(prefix=f"cg:{{{encode_part(brand)}}}:")

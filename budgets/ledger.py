@@ -24,12 +24,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from budgets.alerts import AlertSink, BudgetAlert
 from budgets.keys import BrandKeys, Clock, Periods
 from budgets.pricing import micros_to_usd, usd_to_micros
-from budgets.scripts import LedgerScripts, run_script
+from budgets.scripts import LedgerScripts, ScriptRunner
 from gateway.config import UNLIMITED, Brand, Plan
 from memory.redis_client import RedisClient
 
@@ -164,14 +164,16 @@ class BudgetLedger:
         self._settled_ttl_s = settled_ttl_s
         self._late_settle_s = late_settle_s
         self._conversation_ttl_s = conversation_ttl_s
-        self._scripts = LedgerScripts.register(redis)
+        self._runner = ScriptRunner(redis)
+        self._scripts = LedgerScripts.register(self._runner)
 
     def _now_ms(self) -> tuple[float, int]:
         now = self._clock()
         return now, int(now * 1000)
 
-    def _release_args(self, now_ms: int) -> list[Any]:
-        return [now_ms, MAX_RELEASE_PER_CALL, self._late_settle_s]
+    def _numbers(self, now_ms: int, *more: int) -> list[str]:
+        """The scripts' one argument: A[1..3] of ``leases.lua``, then ``more``."""
+        return [" ".join(map(str, (now_ms, MAX_RELEASE_PER_CALL, self._late_settle_s, *more)))]
 
     async def reserve(self, req: ReservationRequest) -> Reserved | Refused:
         """Reserve ``req.tokens`` on all four scopes, or refuse on the first that overflows.
@@ -182,23 +184,23 @@ class BudgetLedger:
         """
         now, now_ms = self._now_ms()
         periods, keys, lim = Periods.at(now), BrandKeys.of(req.brand), req.limits
-        reply = await run_script(
+        reply = await self._runner.run(
             self._scripts.reserve,
             [keys.user_day(req.user_id, periods.day), keys.user_month(req.user_id, periods.month),
              keys.brand_month(periods.month), keys.conversation(req.conversation_id),
              keys.leases, keys.lease(req.request_id)],
-            [*self._release_args(now_ms), req.tokens,
-             lim.user_day, lim.user_month, lim.brand_month, lim.conversation,
-             now_ms + self._lease_ms, periods.day_expire_at, periods.month_expire_at,
-             self._conversation_ttl_s, lim.alert_tokens],
+            self._numbers(now_ms, req.tokens,
+                          lim.user_day, lim.user_month, lim.brand_month, lim.conversation,
+                          now_ms + self._lease_ms, periods.day_expire_at,
+                          periods.month_expire_at, self._conversation_ttl_s, lim.alert_tokens),
         )
-        status = int(reply[0])
-        if status == 1:
-            return Reserved(request_id=req.request_id, tokens=int(reply[1]))
-        if status == 0:
-            return Refused(scope=SCOPES[int(reply[1]) - 1], limit=int(reply[2]),
-                           committed=int(reply[3]))
-        raise RequestIdReused(f"request id {req.request_id!r} was already settled or released")
+        if isinstance(reply, int):
+            if reply < 0:
+                raise RequestIdReused(
+                    f"request id {req.request_id!r} was already settled or released")
+            return Reserved(request_id=req.request_id, tokens=reply)
+        scope, limit, committed = _text(reply).split()
+        return Refused(scope=SCOPES[int(scope) - 1], limit=int(limit), committed=int(committed))
 
     async def settle(self, *, brand: str, request_id: str, actual_tokens: int,
                      cost_usd: float = 0.0) -> bool:
@@ -212,15 +214,14 @@ class BudgetLedger:
             raise ValueError("actual_tokens and cost_usd must be >= 0")
         _, now_ms = self._now_ms()
         keys = BrandKeys.of(brand)
-        reply = await run_script(
+        reply = await self._runner.run(
             self._scripts.settle, [keys.lease(request_id), keys.leases],
-            [*self._release_args(now_ms), actual_tokens, usd_to_micros(cost_usd),
-             self._settled_ttl_s],
+            self._numbers(now_ms, actual_tokens, usd_to_micros(cost_usd), self._settled_ttl_s),
         )
-        if int(reply[0]) == 0:
-            return False
-        if int(reply[1]) == 1 and self._alerts is not None:
-            await self._alerts.budget_alert(_alert_from_reply(brand, reply))
+        if isinstance(reply, int):
+            return reply == 1
+        if self._alerts is not None:
+            await self._alerts.budget_alert(_alert_from_reply(brand, _text(reply)))
         return True
 
     async def conversation_remaining(self, brand: str, conversation_id: str, limit: int) -> int:
@@ -253,8 +254,8 @@ class BudgetLedger:
 
     async def _read(self, keys: BrandKeys, scope_keys: list[str]) -> list[list[int]]:
         _, now_ms = self._now_ms()
-        rows: list[list[int]] = await run_script(
-            self._scripts.read, [keys.leases, *scope_keys], self._release_args(now_ms))
+        rows: list[list[int]] = await self._runner.run(
+            self._scripts.read, [keys.leases, *scope_keys], self._numbers(now_ms))
         return rows
 
 
@@ -263,10 +264,12 @@ def _brand_month(month: str, row: list[int]) -> BrandMonthUsage:
                            cost_usd=micros_to_usd(int(row[2])), alerted=bool(int(row[3])))
 
 
-def _alert_from_reply(brand: str, reply: list[Any]) -> BudgetAlert:
-    _, _, used, alert_at, limit, cost, month_key = reply
-    if isinstance(month_key, bytes):
-        month_key = month_key.decode()
+def _text(reply: bytes | str) -> str:
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
+def _alert_from_reply(brand: str, reply: str) -> BudgetAlert:
+    used, alert_at, limit, cost, month_key = reply.split(" ", 4)
     return BudgetAlert(brand=brand, month=BrandKeys.month_of(month_key), used_tokens=int(used),
                        alert_tokens=int(alert_at), budget_tokens=int(limit),
                        cost_usd=micros_to_usd(int(cost)))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from budgets.keys import BrandKeys, Clock
-from budgets.scripts import register_rate_limit, run_script
+from budgets.scripts import ScriptRunner, script_source
 from memory.redis_client import RedisClient
 
 RateScope = Literal["user", "brand"]
@@ -43,13 +43,14 @@ def emission_interval_us(period_us: int, limit: int) -> int:
 class RateLimiter:
     def __init__(self, redis: RedisClient, *, clock: Clock = time.time) -> None:
         self._clock = clock
-        self._script = register_rate_limit(redis)
+        self._runner = ScriptRunner(redis)
+        self._script = self._runner.register(script_source("rate_limit.lua"))
 
     async def check(self, *, brand: str, user_id: str, per_minute_per_user: int,
                     per_second_per_brand: int) -> RateDecision:
         """Admit one request of ``user_id`` in ``brand`` if both limits allow it."""
         keys = BrandKeys.of(brand)
-        reply = await run_script(
+        reply = await self._runner.run(
             self._script, [keys.user_rate(user_id), keys.brand_rate],
             [int(self._clock() * _US_PER_SECOND),
              emission_interval_us(_US_PER_MINUTE, per_minute_per_user), per_minute_per_user,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from budgets import BudgetLedger, BudgetLimits, Refused, Reserved
 from budgets.keys import PERIOD_MARGIN_S, BrandKeys
 from memory.redis_client import RedisClient
@@ -59,3 +61,17 @@ async def test_period_keys_expire_after_their_period(
                - (six_hours + PERIOD_MARGIN_S)) <= 2
     assert await any_redis.ttl(keys.conversation("a")) > 80 * 24 * 3600
     assert await any_redis.ttl(keys.lease("a")) > 0
+
+
+@pytest.mark.parametrize(("tokens", "late"), [(10, False), (10, True), (0, False)])
+async def test_a_settle_gives_a_vanished_period_key_its_ttl_back(
+    ledger: BudgetLedger, clock: ManualClock, any_redis: RedisClient, tokens: int, late: bool
+) -> None:
+    await ledger.reserve(request("r1", tokens, LIMITS))
+    day_key = BrandKeys.of("growain").user_day("alice", "20261128")
+    await any_redis.delete(day_key)  # as if its period (and margin) had ended
+    if late:
+        clock.advance(121)
+    assert await ledger.settle(brand="growain", request_id="r1", actual_tokens=7)
+    assert await any_redis.hget(day_key, "used") == b"7"
+    assert await any_redis.ttl(day_key) > 0
