@@ -77,6 +77,7 @@ class TurnState:
     timings: dict[str, float] = field(default_factory=dict)
     outcome: str = "error"
     admission: Admission | None = None
+    settled: bool = False
 
     def mark(self, stage: str) -> None:
         self.timings[stage] = round((time.perf_counter() - self.started_at) * 1000, 3)
@@ -178,8 +179,8 @@ class ChatService:
             await self._answer_with_cache(state, sink, control, plan_, key)
 
     async def _answer(self, state: TurnState, sink: Sink, control: TurnControl,
-                      turn: _TurnPlan) -> None:
-        """Reserve, stream from the provider chain, record, send ``done``."""
+                      turn: _TurnPlan, lead: tuple[CacheKey, Flight] | None = None) -> None:
+        """Reserve, stream from the provider chain, record, settle, (cache), send ``done``."""
         state.admission = await self._gate.admit(
             state.principal, turn.brand, turn.plan, conversation_id=state.conversation_id,
             request_id=state.request_id, prompt_tokens=turn.context.prompt_tokens,
@@ -192,6 +193,9 @@ class ChatService:
         await self._stream(state, sink, control, events)
         state.mark("stream")
         await self._record(state, turn.loaded, turn.plan)
+        await self._settle(state)
+        if lead is not None:
+            await self._publish(state, turn, *lead)
         state.mark("record")
         await sink.send(self._done_frame(state))
         if self._summarizer and turn.context.history_included < turn.context.history_total:
@@ -237,13 +241,17 @@ class ChatService:
                     turn: _TurnPlan, key: CacheKey, flight: Flight) -> None:
         self._metrics.cache.labels(turn.brand.name, "miss").inc()
         try:
-            await self._answer(state, sink, control, turn)
-            if state.outcome == "stop" and state.text:
-                answer = CachedAnswer(state.text, state.provider, state.model, "stop")
-                await self._cache.put(key, answer, ttl_s=turn.brand.cache_ttl_s)
-                flight.future.set_result(answer)
+            await self._answer(state, sink, control, turn, (key, flight))
         finally:
             await self._cache.unlock(key)
+
+    async def _publish(self, state: TurnState, turn: _TurnPlan, key: CacheKey,
+                       flight: Flight) -> None:
+        """The leader stores a complete answer (before its ``done``) and wakes followers."""
+        if state.outcome == "stop" and state.text:
+            answer = CachedAnswer(state.text, state.provider, state.model, "stop")
+            await self._cache.put(key, answer, ttl_s=turn.brand.cache_ttl_s)
+            flight.future.set_result(answer)
 
     async def _serve_cached(self, state: TurnState, sink: Sink, turn: _TurnPlan,
                             hit: CachedAnswer) -> None:
@@ -397,8 +405,10 @@ class ChatService:
             state.outcome = "client_gone"
 
     async def _settle(self, state: TurnState) -> None:
-        if state.admission is None:
+        """Settle once: before ``done`` on success, from ``finally`` on every other path."""
+        if state.admission is None or state.settled:
             return
+        state.settled = True
         usage = self._usage(state)
         cost = self._cost(state.model, usage)
         await asyncio.shield(self._gate.settle(state.principal, state.admission,
