@@ -157,7 +157,6 @@ class BudgetLedger:
         a conversation's total is kept after its last turn."""
         if lease_s <= 0:
             raise ValueError("lease_s must be > 0")
-        self._redis = redis
         self._clock = clock
         self._lease_ms = int(lease_s * 1000)
         self._alerts = alerts

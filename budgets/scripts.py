@@ -42,7 +42,7 @@ def script_source(name: str, *, with_prelude: bool = False) -> str:
     return text
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Call:
     script: AsyncScript
     keys: list[str]
@@ -85,11 +85,15 @@ class ScriptRunner:
         try:
             while self._queue:
                 count = min(len(self._queue), self._max_batch)
-                await self._send([self._queue.popleft() for _ in range(count)])
+                batch = [self._queue.popleft() for _ in range(count)]
+                # A caller cancelled before its call left is dropped; once sent, it runs.
+                await self._send([call for call in batch if not call.reply.done()])
         finally:
             self._active -= 1
 
     async def _send(self, batch: list[_Call]) -> None:
+        if not batch:
+            return
         pipe = self._redis.pipeline(transaction=False)
         for call in batch:
             pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)

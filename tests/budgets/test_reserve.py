@@ -85,7 +85,7 @@ async def test_concurrent_reservations_admit_exactly_what_fits(
 async def test_committed_usage_stays_within_limit_while_settling(
     client_factory: Clients, clock: ManualClock
 ) -> None:
-    limit, contenders = 500, 200
+    limit, contenders = 300, 120
     limits = only("brand_month", limit)
     ledgers = [BudgetLedger(c, clock=clock) for c in client_factory(8)]
     actuals = random.Random(7).choices(range(11), k=contenders)
