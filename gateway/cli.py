@@ -109,7 +109,6 @@ def _token(config: Config, args: argparse.Namespace) -> int:
 
 async def _init(config: Config) -> int:
     from memory.cold import open_archive
-
     from memory.warm import open_history
 
     history = await open_history(config.settings.history_url)

@@ -9,6 +9,7 @@ so answers cached under the old preferences are never served again.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from memory.hot import user_key
 from memory.redis_client import RedisClient
@@ -45,6 +46,10 @@ def preferences_prompt(prefs: Mapping[str, str]) -> str:
     return f"The user's preferences ({listed}). Follow them."
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class PreferenceStore:
     def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
@@ -55,7 +60,7 @@ class PreferenceStore:
 
     async def get(self, brand: str, user_id: str) -> dict[str, str]:
         raw = await self._redis.hgetall(self._key(brand, user_id))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     async def replace(self, brand: str, user_id: str, prefs: Mapping[str, str]) -> bool:
         """Store ``prefs`` (replacing the old ones); True if anything changed."""
@@ -66,6 +71,6 @@ class PreferenceStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             if prefs:
-                pipe.hset(key, mapping=dict(prefs))
+                pipe.hset(key, mapping=dict[Any, Any](prefs))
             await pipe.execute()
         return True

@@ -52,7 +52,7 @@ class CachedAnswer:
                              "model": self.model, "finish_reason": self.finish_reason})
 
     @classmethod
-    def from_json(cls, raw: bytes) -> CachedAnswer:
+    def from_json(cls, raw: bytes | str) -> CachedAnswer:
         data = orjson.loads(raw)
         return cls(text=data["text"], provider=data["provider"], model=data["model"],
                    finish_reason=data["finish_reason"])
@@ -80,6 +80,12 @@ class Flight:
     future: asyncio.Future[CachedAnswer | None]
 
 
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return "0"
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class ResponseCache:
     def __init__(self, redis: RedisClient, *, wait_s: float = 30.0) -> None:
         self._redis = redis
@@ -97,7 +103,7 @@ class ResponseCache:
                   system_prompt: str, query: str, user_id: str | None) -> CacheKey:
         generations = await self._redis.mget(self._gen_keys(brand, model, user_id))
         parts = [brand, config_fingerprint, model, system_prompt, normalize_query(query),
-                 user_id or "", *[(g or b"0").decode() for g in generations]]
+                 user_id or "", *[_text(g) for g in generations]]
         digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
         return CacheKey(brand=brand, digest=digest)
 

@@ -12,6 +12,8 @@ from aiohttp.test_utils import TestServer
 
 from tests.e2e.conftest import ConnectFn
 from tests.e2e.wsclient import ChatSocket
+from tests.fakes.fixtures import openai_fake  # noqa: F401
+from tests.fakes.upstream import FakeUpstream
 from tests.gateway_harness import TEST_SECRET, token
 
 
@@ -206,3 +208,28 @@ async def test_turn_log_line_has_figures_and_no_content(connect: ConnectFn) -> N
                 "completion_tokens", "timings_ms", "outcome"):
         assert key in line
     assert line["outcome"] == "stop" and line["completion_tokens"] > 0
+
+
+async def test_second_turn_reaches_openai_with_first_turn(tmp_path, redis_url: str,
+                                                          openai_fake: FakeUpstream,  # noqa: F811
+                                                          ) -> None:
+    """Asserted on the provider side: what the fake OpenAI server received."""
+    from tests.gateway_harness import make_config, openai_brands, running_gateway
+
+    config = make_config(tmp_path, redis_url, **openai_brands(openai_fake.url, "growain"))
+    async with running_gateway(config) as server, aiohttp.ClientSession() as http, \
+            http.ws_connect(server.make_url("/v1/ws"), params={"token": token()}) as ws:
+        sock = ChatSocket(ws)
+        first = await sock.chat("My name is Ada", frame_id="t1")
+        await sock.chat("What is my name?", frame_id="t2",
+                        conversation_id=first.last["conversation_id"])
+    assert first.frames[0]["provider"] == "openai"
+    second_request = openai_fake.bodies[1]
+    assert [(m["role"], m["content"]) for m in second_request["messages"]] == [
+        ("system", "You are Growain's marketing assistant."),
+        ("user", "My name is Ada"),
+        ("assistant", first.text),
+        ("user", "What is my name?"),
+    ]
+    assert second_request["stream"] is True
+    assert second_request["stream_options"] == {"include_usage": True}
