@@ -382,7 +382,8 @@ class ChatService:
                            count_completion=lambda: self._counter.count(state.text))
 
     def _cost(self, model: str, usage: Usage) -> float:
-        return cost_usd(self._config.price(model), usage.prompt_tokens, usage.completion_tokens)
+        return round(cost_usd(self._config.price(model), usage.prompt_tokens,
+                              usage.completion_tokens), 10)
 
     def _done_frame(self, state: TurnState) -> DoneFrame:
         usage = self._usage(state)
