@@ -103,6 +103,8 @@ class Limits:
     hot_messages: int = 50
     reservation_lease_s: int = 120
     heartbeat_s: float = 30.0
+    # Outbox entries a crashed process left unacknowledged are reclaimed after this idle time.
+    outbox_claim_idle_ms: int = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +312,8 @@ def _parse_limits(data: Mapping[str, Any]) -> Limits:
         reservation_lease_s=_int(data, "reservation_lease_s", key,
                                  default=d.reservation_lease_s, minimum=1),
         heartbeat_s=_float(data, "heartbeat_s", key, default=d.heartbeat_s, minimum=1.0),
+        outbox_claim_idle_ms=_int(data, "outbox_claim_idle_ms", key,
+                                  default=d.outbox_claim_idle_ms, minimum=1),
     )
 
 

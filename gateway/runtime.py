@@ -99,7 +99,7 @@ async def open_runtime(config: Config, *, clock: Callable[[], float] = time.time
         registry = build_registry(config, counter)
         stack.push_async_callback(registry.aclose)
         journal, persister = _journal(redis, history, archive, embedded=is_embedded(
-            settings.redis_url))
+            settings.redis_url), claim_idle_ms=limits.outbox_claim_idle_ms)
         hot = HotMemory(redis, ttl_s=limits.hot_ttl_s, max_messages=limits.hot_messages,
                         clock=clock)
         conversations = ConversationStore(hot, journal, history,
@@ -130,11 +130,11 @@ async def open_runtime(config: Config, *, clock: Callable[[], float] = time.time
 
 
 def _journal(redis: RedisClient, history: HistoryStore, archive: Archive | None, *,
-             embedded: bool) -> tuple[TurnJournal, Persister | None]:
+             embedded: bool, claim_idle_ms: int) -> tuple[TurnJournal, Persister | None]:
     if embedded:
         return DirectJournal(history, archive), None
     outbox = Outbox(redis)
-    persister = Persister(redis, history, archive)
+    persister = Persister(redis, history, archive, claim_idle_ms=claim_idle_ms)
     return OutboxJournal(outbox), persister
 
 
@@ -145,4 +145,7 @@ async def _stop_persister(persister: Persister, task: asyncio.Task[None]) -> Non
         await asyncio.wait_for(task, timeout=10)
     except (TimeoutError, asyncio.CancelledError):
         task.cancel()
-    await persister.drain()
+    try:
+        await persister.drain()
+    except Exception:  # the entries stay in the outbox; the next process persists them
+        log.exception("outbox_drain_failed_at_shutdown")
