@@ -117,21 +117,23 @@ async def overspend(clients: list[aioredis.Redis], concurrency: int, turns: int)
         await ledger.settle(brand=brand, request_id=f"r{i}",
                             actual_tokens=rng.randint(0, tokens))
 
-    worst = 0
     done = asyncio.Event()
-
-    async def watch() -> None:
-        nonlocal worst
-        while not done.is_set():
-            usage = await ledgers[0].brand_usage(brand)
-            worst = max(worst, usage.committed - TIGHT.brand_month)
-            await asyncio.sleep(0.001)
-
-    watcher = asyncio.create_task(watch())
+    watcher = asyncio.create_task(watch_overspend(ledgers[0], brand, done))
     await run_tasks(concurrency, turns, one)
     done.set()
-    await watcher
-    return max(worst, await final_overspend(clients[0], brand)), admitted
+    return max(await watcher, await final_overspend(clients[0], brand)), admitted
+
+
+async def watch_overspend(ledger: BudgetLedger, brand: str, done: asyncio.Event) -> int:
+    """While the race runs: the most that u0's day or month or the brand's month went over."""
+    worst = 0
+    while not done.is_set():
+        view = await ledger.usage(brand, "u0")
+        worst = max(worst, view.user_day.committed - TIGHT.user_day,
+                    view.user_month.committed - TIGHT.user_month,
+                    view.brand_month.committed - TIGHT.brand_month)
+        await asyncio.sleep(0.001)
+    return worst
 
 
 async def final_overspend(client: aioredis.Redis, brand: str) -> int:

@@ -59,7 +59,11 @@ class BudgetAlert:
 
 
 class AlertSink(Protocol):
-    """Where the ledger reports a threshold crossing."""
+    """Where the ledger reports a threshold crossing, from inside ``settle``.
+
+    It is awaited once per brand and month; it should not raise (the settle it reports
+    is already recorded, and an exception would reach the settle's caller).
+    """
 
     async def budget_alert(self, alert: BudgetAlert) -> None: ...
 
@@ -91,10 +95,16 @@ class SnsPublisher:
         ) as sns:
             await sns.publish(
                 TopicArn=self._topic_arn,
-                Subject=f"chatgate budget alert: {alert.brand} {alert.month}"[:100],
+                Subject=_subject(alert),
                 Message=json.dumps(alert.as_dict()),
                 MessageAttributes={"brand": {"DataType": "String", "StringValue": alert.brand}},
             )
+
+
+def _subject(alert: BudgetAlert) -> str:
+    """SNS subjects are ASCII, at most 100 characters; the message carries the exact brand."""
+    brand = alert.brand.encode("ascii", "replace").decode()
+    return f"chatgate budget alert: {brand} {alert.month}"[:100]
 
 
 class WebhookPublisher:

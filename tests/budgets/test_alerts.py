@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -212,3 +213,14 @@ async def test_one_webhook_post_per_crossing(
         ledger = BudgetLedger(any_redis, clock=clock, alerts=BudgetAlerter(publisher))
         await asyncio.gather(*(turn(ledger, f"r{i}", 100) for i in range(10)))
     assert [(p["brand"], p["used_tokens"] >= 800) for p in posts] == [("growain", True)]
+
+
+async def test_a_non_ascii_brand_reaches_sns_intact(
+    moto_endpoint: str, topic_with_queue: tuple[str, str]
+) -> None:
+    topic_arn, queue_url = topic_with_queue
+    publisher = SnsPublisher(topic_arn, session=aws_session(), endpoint_url=moto_endpoint)
+    await publisher.publish(dataclasses.replace(AN_ALERT, brand="café-ünïcode " + "x" * 120))
+    (envelope,) = await received(moto_endpoint, queue_url)
+    assert json.loads(envelope["Message"])["brand"] == "café-ünïcode " + "x" * 120
+    assert envelope["Subject"].isascii() and len(envelope["Subject"]) <= 100
