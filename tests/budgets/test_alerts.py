@@ -150,9 +150,13 @@ def moto_endpoint() -> Iterator[str]:
         server.stop()
 
 
+_AWS = aioboto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                        region_name="us-east-1")
+
+
 def aws_session() -> aioboto3.Session:
-    return aioboto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                            region_name="us-east-1")
+    """One session for the module: botocore loads each service's model once per session."""
+    return _AWS
 
 
 @pytest.fixture
