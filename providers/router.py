@@ -14,7 +14,9 @@ every provider fails, the last (real) error is raised.
 
 The stream starts with a :class:`RouteChosen` naming the provider and model that answer,
 and a ``Finish`` event, if any, is always its last event. Closing the stream (``aclose``,
-or cancelling the consuming task) closes the upstream response at once.
+or cancelling the consuming task) closes the upstream response at once. A provider with
+an optional ``start()`` (a client opened on first use) is started before its first-token
+clock runs.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ class Router:
                        stack: AsyncExitStack) -> _Started:
         if not breaker.try_acquire():
             raise CircuitOpen(f"{spec} skipped: circuit open", provider=spec.kind)
+        await self._warm(provider, breaker)
         events = provider.stream(request)
         try:
             async with asyncio.timeout(options.first_token_timeout_s):
@@ -160,6 +163,21 @@ class Router:
         stack.push_async_callback(events.aclose)
         route = RouteChosen(provider=provider.name, model=spec.model)
         return _Started(route, head, events, ended, options, breaker)
+
+    @staticmethod
+    async def _warm(provider: Provider, breaker: CircuitBreaker) -> None:
+        """Open a lazily started client (Bedrock's) before the first-token clock runs."""
+        start = getattr(provider, "start", None)
+        if start is None:
+            return
+        try:
+            await start()
+        except RetryableProviderError:
+            breaker.record_failure()
+            raise
+        except BaseException:
+            breaker.release()
+            raise
 
     async def _next(self, started: _Started) -> ProviderEvent | None:
         """The next event of a committed stream; failures become ``StreamInterrupted``."""

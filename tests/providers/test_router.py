@@ -110,18 +110,20 @@ async def make_harness(request: pytest.FixtureRequest) -> AsyncIterator[MakeHarn
     first, second = request.param
     closers: list[Callable[[], Awaitable[None]]] = []
 
-    async def make(**overrides: Any) -> Harness:
+    async def make(primary: dict[str, Any] | None = None, **overrides: Any) -> Harness:
+        """``overrides`` apply to both providers, ``primary`` to the first only."""
         options = replace(TEST_OPTIONS, **overrides)
+        first_options = replace(options, **(primary or {}))
         fakes = []
         for kind in (first, second):
             context = serve(FAKES[kind]())
             fakes.append(await context.__aenter__())
             closers.append(lambda c=context: c.__aexit__(None, None, None))
-        providers = {k: provider_for(k, f, options) for k, f in zip((first, second), fakes,
-                                                                      strict=True)}
-        registry = ProviderRegistry(providers, options={first: options, second: options})
+        kind_options = {first: first_options, second: options}
+        providers = {k: provider_for(k, f, kind_options[k]) for k, f in zip((first, second), fakes,
+                                                                              strict=True)}
+        registry = ProviderRegistry(providers, options=kind_options)
         closers.insert(0, registry.aclose)
-        await registry.start()  # Bedrock's client loads before the tight timeouts apply
         clock, sleeps = FakeClock(), RecordingSleep()
         chain = (ProviderSpec(first, f"{first}-model"), ProviderSpec(second, f"{second}-model"))
         return Harness(Router(registry, clock=clock, sleep=sleeps), fakes[0], fakes[1], chain,
@@ -180,7 +182,7 @@ async def test_server_error_falls_back_after_retries(make_harness: MakeHarness) 
 
 async def test_hang_before_first_token_times_out_then_falls_back(make_harness: MakeHarness
                                                                 ) -> None:
-    h = await make_harness(max_retries=0, first_token_timeout_s=0.2)
+    h = await make_harness(primary={"max_retries": 0, "first_token_timeout_s": 0.4})
     h.primary.script(hang_before_first_token())
     started = time.monotonic()
     turn = await run_turn(h)
