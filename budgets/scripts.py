@@ -94,17 +94,17 @@ class ScriptRunner:
     async def _send(self, batch: list[_Call]) -> None:
         if not batch:
             return
-        pipe = self._redis.pipeline(transaction=False)
-        for call in batch:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         try:
+            pipe = self._redis.pipeline(transaction=False)
+            for call in batch:
+                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
             replies = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:
             for call in batch:
                 call.reply.cancel()
             raise
-        except Exception as exc:  # a connection failure: every caller of the batch gets it
-            for call in batch:
+        except Exception as exc:  # a connection failure (or a bad argument): every
+            for call in batch:  # caller of the batch gets it, none is left waiting
                 _resolve(call.reply, exc)
             return
         unknown = []

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 
 from budgets import BudgetLedger, RateLimiter, Reserved
 from budgets.scripts import ScriptRunner, script_source
@@ -136,3 +136,11 @@ async def test_a_call_cancelled_in_flight_still_runs(any_redis: RedisClient) -> 
     await asyncio.gather(first, return_exceptions=True)
     assert first.cancelled()
     assert await runner.run(script, ["{t}:n"], []) == 2
+
+
+async def test_a_bad_argument_fails_its_call_instead_of_hanging(any_redis: RedisClient) -> None:
+    runner = ScriptRunner(any_redis)
+    script = runner.register("return 1")
+    with pytest.raises(DataError):
+        await runner.run(script, [], [{"not": "encodable"}])
+    assert await runner.run(script, [], []) == 1
