@@ -74,7 +74,7 @@ async def test_another_users_conversation_is_not_found(gateway: TestServer,
     status, _ = await _get(gateway, f"/v1/conversations/{owned}", other_brand)
     assert status == 404
     status, listing = await _get(gateway, "/v1/conversations", token(user="mallory"))
-    assert listing["data"] == []
+    assert (status, listing["data"]) == (200, [])
     status, _ = await _get(gateway, f"/v1/conversations/{owned}", token(user="alice"))
     assert status == 200  # still there after the failed attempts
 
@@ -92,6 +92,7 @@ async def test_usage_reports_against_plan_limits(gateway: TestServer,
     assert usage["brand"]["month"]["limit"] == 50000000
     assert usage["brand"]["month"]["cost_usd"] > 0
     status, enterprise = await _get(gateway, "/v1/usage", token(user="carl", plan="enterprise"))
+    assert status == 200
     assert enterprise["user"]["day"]["limit"] == -1
 
 
@@ -135,5 +136,6 @@ async def test_embedded_backend_serves_a_turn_and_lists_it(tmp_path: Path) -> No
         done = (await ChatSocket(ws).chat("on the embedded backend")).last
         assert done["type"] == "done"
         status, listing = await _get(server, "/v1/conversations", token())
+    assert status == 200
     # Embedded: the turn was written to the local warm store before done.
     assert [c["conversation_id"] for c in listing["data"]] == [done["conversation_id"]]
