@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from gateway.config import ProviderOptions
-from providers.errors import CircuitOpen, ProviderRateLimited, RetryableProviderError
+from providers.errors import (
+    CircuitOpen,
+    ProviderRateLimited,
+    ProviderTimeout,
+    RetryableProviderError,
+)
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
@@ -42,10 +47,11 @@ def retry_delay(error: RetryableProviderError, failures: int, policy: RetryPolic
                 rng: random.Random) -> float | None:
     """How long to wait before the next attempt, or None to stop retrying this provider.
 
-    A skipped provider (open circuit) is not retried; a ``retry-after`` is honoured (the
-    delay is at least that long) unless it exceeds ``max_retry_after_s``.
+    A skipped provider (open circuit) is not retried, nor one that timed out: it has had
+    its time, the next provider gets the rest. A ``retry-after`` is honoured (the delay is
+    at least that long) unless it exceeds ``max_retry_after_s``.
     """
-    if failures > policy.max_retries or isinstance(error, CircuitOpen):
+    if failures > policy.max_retries or isinstance(error, CircuitOpen | ProviderTimeout):
         return None
     delay = compute_backoff(failures, base=policy.base_s, cap=policy.cap_s, rng=rng)
     if isinstance(error, ProviderRateLimited) and error.retry_after_s is not None:
@@ -55,9 +61,18 @@ def retry_delay(error: RetryableProviderError, failures: int, policy: RetryPolic
     return delay
 
 
+def _always() -> bool:
+    return True
+
+
 async def call_with_retry(operation: Callable[[], Awaitable[T]], *, policy: RetryPolicy,
-                          sleep: Sleep, rng: random.Random) -> T:
-    """Run ``operation`` until it succeeds, raises a non-retryable error, or retries end."""
+                          sleep: Sleep, rng: random.Random,
+                          may_retry: Callable[[], bool] = _always) -> T:
+    """Run ``operation`` until it succeeds, raises a non-retryable error, or retries end.
+
+    ``may_retry`` is asked after each failure (the router: is the circuit still closed?);
+    when it says no, the failure is raised as it is.
+    """
     failures = 0
     while True:
         try:
@@ -65,6 +80,6 @@ async def call_with_retry(operation: Callable[[], Awaitable[T]], *, policy: Retr
         except RetryableProviderError as exc:
             failures += 1
             delay = retry_delay(exc, failures, policy, rng)
-            if delay is None:
+            if delay is None or not may_retry():
                 raise
             await sleep(delay)

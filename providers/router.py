@@ -5,8 +5,9 @@ Per provider of the chain (``kind:model``), in order:
   * an attempt must produce its first token (a text delta or a finish) within
     ``first_token_timeout_s``; usage reported before that is held back with it;
   * a retryable failure before the first token is retried with exponential backoff and
-    full jitter (at least the provider's ``retry-after``) up to ``max_retries`` times,
-    then the next provider is tried; a fatal failure (bad request, auth) ends the turn.
+    full jitter (at least the provider's ``retry-after``) up to ``max_retries`` times while
+    its circuit stays closed, then the next provider is tried; a timeout moves on to the
+    next provider at once; a fatal failure (bad request, auth) ends the turn.
 Once the first token has been handed on, the provider is committed: a failure, or a gap
 longer than ``chunk_timeout_s`` between events, raises ``StreamInterrupted(cause)``;
 text that reached the client is never silently replaced by another provider's. When
@@ -133,8 +134,11 @@ class Router:
         async def start_once() -> _Started:
             return await self._attempt(provider, spec, attempt, options, breaker, stack)
 
+        def circuit_closed() -> bool:
+            return breaker.state == "closed"
+
         return await call_with_retry(start_once, policy=RetryPolicy.from_options(options),
-                                     sleep=self._sleep, rng=self._rng)
+                                     sleep=self._sleep, rng=self._rng, may_retry=circuit_closed)
 
     async def _attempt(self, provider: Provider, spec: ProviderSpec, request: ProviderRequest,
                        options: ProviderOptions, breaker: CircuitBreaker,

@@ -11,6 +11,7 @@ from providers.errors import (
     ProviderBadRequest,
     ProviderOverloaded,
     ProviderRateLimited,
+    ProviderTimeout,
 )
 from providers.retry import RetryPolicy, call_with_retry, compute_backoff, retry_delay
 
@@ -52,6 +53,7 @@ def test_no_retry_past_max_or_for_a_skipped_provider() -> None:
     assert retry_delay(ProviderOverloaded("x"), 2, POLICY, rng) is not None
     assert retry_delay(ProviderOverloaded("x"), 3, POLICY, rng) is None
     assert retry_delay(CircuitOpen("x"), 1, POLICY, rng) is None
+    assert retry_delay(ProviderTimeout("x"), 1, POLICY, rng) is None
 
 
 async def test_retries_then_succeeds() -> None:
@@ -92,3 +94,16 @@ async def test_fatal_errors_are_not_retried() -> None:
     with pytest.raises(ProviderBadRequest):
         await call_with_retry(operation, policy=POLICY, sleep=sleeps, rng=random.Random(0))
     assert sleeps.delays == []
+
+
+async def test_may_retry_stops_the_loop_with_the_failure() -> None:
+    calls = 0
+
+    async def operation() -> str:
+        nonlocal calls
+        calls += 1
+        raise ProviderOverloaded(f"attempt {calls}")
+
+    with pytest.raises(ProviderOverloaded, match="attempt 2"):
+        await call_with_retry(operation, policy=POLICY, sleep=Sleeps(), rng=random.Random(0),
+                              may_retry=lambda: calls < 2)

@@ -19,6 +19,7 @@ import pytest
 from gateway.config import ProviderOptions, ProviderSpec
 from providers.base import Finish, ProviderEvent, TextDelta, UsageReport
 from providers.errors import (
+    CircuitOpen,
     ProviderBadRequest,
     ProviderConnectionError,
     ProviderError,
@@ -182,13 +183,14 @@ async def test_server_error_falls_back_after_retries(make_harness: MakeHarness) 
 
 async def test_hang_before_first_token_times_out_then_falls_back(make_harness: MakeHarness
                                                                 ) -> None:
-    h = await make_harness(primary={"max_retries": 0, "first_token_timeout_s": 0.4})
+    h = await make_harness(primary={"first_token_timeout_s": 0.4})
     h.primary.script(hang_before_first_token())
     started = time.monotonic()
     turn = await run_turn(h)
     assert turn.error is None
     assert turn.route == RouteChosen(h.chain[1].kind, h.chain[1].model)
     assert time.monotonic() - started < 1.5
+    assert h.primary.request_count == 1  # a timeout is not retried on the same provider
     await h.primary.wait_for_disconnect(within_s=1.0)
 
 
@@ -232,6 +234,21 @@ async def test_circuit_opens_skips_and_closes_after_cooldown(make_harness: MakeH
     assert probe.text == "back"
     assert h.router.circuit_state(h.chain[0]) == "closed"
     assert (h.primary.request_count, h.secondary.request_count) == (3, 3)
+
+
+async def test_circuit_opening_ends_the_retries_with_the_real_error(make_harness: MakeHarness
+                                                                     ) -> None:
+    h = await make_harness(max_retries=5, circuit_failure_threshold=2)
+    h.primary.default = status(503)
+    h.secondary.default = status(503)
+    turn = await run_turn(h)
+    assert type(turn.error) is ProviderOverloaded  # not CircuitOpen
+    assert (h.primary.request_count, h.secondary.request_count) == (2, 2)
+    assert h.router.circuit_state(h.chain[0]) == "open"
+    assert h.router.circuit_state(h.chain[1]) == "open"
+    again = await run_turn(h)
+    assert isinstance(again.error, CircuitOpen)  # nothing was tried: the skip is the error
+    assert (h.primary.request_count, h.secondary.request_count) == (2, 2)
 
 
 async def test_consumer_aclose_closes_the_upstream_at_once(make_harness: MakeHarness) -> None:
