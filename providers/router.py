@@ -30,6 +30,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import Literal
 
+import structlog
+
 from gateway.config import ProviderOptions, ProviderSpec
 from providers.base import Finish, Provider, ProviderEvent, ProviderRequest, TextDelta
 from providers.circuit import CircuitBreaker, CircuitBreakers, CircuitState
@@ -42,6 +44,8 @@ from providers.errors import (
 )
 from providers.registry import ProviderRegistry
 from providers.retry import RetryPolicy, call_with_retry
+
+log = structlog.get_logger("chatgate.router")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,20 +148,22 @@ class Router:
                        options: ProviderOptions, breaker: CircuitBreaker,
                        stack: AsyncExitStack) -> _Started:
         if not breaker.try_acquire():
+            log.info("provider_skipped", provider=str(spec), reason="circuit_open")
             raise CircuitOpen(f"{spec} skipped: circuit open", provider=spec.kind)
-        await self._warm(provider, breaker)
+        await self._warm(provider, spec, breaker)
         events = provider.stream(request)
         try:
             async with asyncio.timeout(options.first_token_timeout_s):
                 head, ended = await read_head(events)
         except TimeoutError as exc:
             await events.aclose()
-            breaker.record_failure()
-            raise ProviderTimeout(f"{spec} sent no first token within "
-                                  f"{options.first_token_timeout_s}s", provider=spec.kind) from exc
-        except RetryableProviderError:
+            timeout = ProviderTimeout(f"{spec} sent no first token within "
+                                      f"{options.first_token_timeout_s}s", provider=spec.kind)
+            _record_failure(str(spec), breaker, timeout)
+            raise timeout from exc
+        except RetryableProviderError as exc:
             await events.aclose()
-            breaker.record_failure()
+            _record_failure(str(spec), breaker, exc)
             raise
         except BaseException:  # fatal errors and cancellation say nothing about health
             await events.aclose()
@@ -169,15 +175,15 @@ class Router:
         return _Started(route, head, events, ended, options, breaker)
 
     @staticmethod
-    async def _warm(provider: Provider, breaker: CircuitBreaker) -> None:
+    async def _warm(provider: Provider, spec: ProviderSpec, breaker: CircuitBreaker) -> None:
         """Open a lazily started client (Bedrock's) before the first-token clock runs."""
         start = getattr(provider, "start", None)
         if start is None:
             return
         try:
             await start()
-        except RetryableProviderError:
-            breaker.record_failure()
+        except RetryableProviderError as exc:
+            _record_failure(str(spec), breaker, exc)
             raise
         except BaseException:
             breaker.release()
@@ -190,11 +196,25 @@ class Router:
             async with asyncio.timeout(timeout_s):
                 return await anext(started.events, None)
         except TimeoutError as exc:
-            started.breaker.record_failure()
             cause = ProviderTimeout(f"{started.route.provider} sent nothing for {timeout_s}s",
                                     provider=started.route.provider)
+            _record_failure(_name(started.route), started.breaker, cause)
             raise StreamInterrupted(cause) from exc
         except ProviderError as exc:
             if exc.retryable:
-                started.breaker.record_failure()
+                _record_failure(_name(started.route), started.breaker, exc)
             raise StreamInterrupted(exc) from exc
+
+
+def _name(route: RouteChosen) -> str:
+    return f"{route.provider}:{route.model}"
+
+
+def _record_failure(where: str, breaker: CircuitBreaker, error: ProviderError) -> None:
+    """Count a failure against the breaker, and say so (and whether it opened the circuit)."""
+    was = breaker.state
+    breaker.record_failure()
+    log.warning("provider_failed", provider=where, error=type(error).__name__,
+                status=error.status, circuit=breaker.state)
+    if breaker.state == "open" and was != "open":
+        log.warning("circuit_opened", provider=where, failures=breaker.failures)

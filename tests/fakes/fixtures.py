@@ -5,8 +5,10 @@ Use them from a ``conftest.py`` by importing the names::
     from tests.fakes.fixtures import anthropic_fake, bedrock_fake, openai_fake  # noqa: F401
 
 Each yields a started :class:`tests.fakes.upstream.FakeUpstream` (``.url``, ``.script()``,
-``.default``, ``.requests``, ``.wait_for_disconnect()``). ``aws_test_env`` sets dummy
-AWS credentials and region (and turns off the instance metadata lookup) for aioboto3.
+``.default``, ``.requests``, ``.wait_for_requests()``, ``.wait_for_disconnect()``).
+``aws_test_env`` sets dummy AWS credentials and region (and turns off the instance
+metadata lookup) for aioboto3. ``tests.fakes.providers`` builds real providers against
+the fakes (``provider_for``) or the config options that point at them (``options_for``).
 """
 
 from __future__ import annotations

@@ -203,6 +203,7 @@ class FakeUpstream:
     url: str = ""
     _queue: deque[Behaviour] = field(default_factory=deque)
     _disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def script(self, *behaviours: Behaviour) -> None:
         """Queue answers for the next requests, in order; then ``default`` answers."""
@@ -222,6 +223,13 @@ class FakeUpstream:
             await self._disconnected.wait()
         return self.disconnects[0]
 
+    async def wait_for_requests(self, count: int = 1, within_s: float = 1.0) -> None:
+        """Wait (bounded) until at least ``count`` requests have arrived."""
+        async with asyncio.timeout(within_s):
+            while self.request_count < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+
     def app(self) -> web.Application:
         app = web.Application()
         app.add_routes(self.wire.routes(self._handle))
@@ -234,6 +242,7 @@ class FakeUpstream:
                                json.loads(raw) if raw else None,
                                time.monotonic())
         self.requests.append(call)
+        self._arrived.set()
         behaviour = self._queue.popleft() if self._queue else self.default
         try:
             return await self._answer(request, call, behaviour)

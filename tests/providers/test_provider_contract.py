@@ -24,6 +24,7 @@ from tests.fakes.upstream import (
     FakeUpstream,
     error_after,
     fail_after,
+    hang_before_first_token,
     ok,
     slow,
     status,
@@ -147,6 +148,22 @@ async def test_cancelling_the_consumer_closes_the_connection(provider: Provider,
 
     task = asyncio.create_task(consume())
     await asyncio.wait_for(first.wait(), 2.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await fake.wait_for_disconnect(within_s=1.0)
+
+
+async def test_cancel_before_any_response_closes_the_connection(provider: Provider,
+                                                                fake: FakeUpstream) -> None:
+    fake.script(hang_before_first_token(headers=False))
+
+    async def consume() -> None:
+        async for _ in provider.stream(REQUEST):
+            pass
+
+    task = asyncio.create_task(consume())
+    await fake.wait_for_requests(1, within_s=2.0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -288,7 +288,7 @@ async def test_cancel_while_waiting_for_the_first_token(make_harness: MakeHarnes
     h = await make_harness(first_token_timeout_s=10.0)
     h.primary.script(hang_before_first_token())
     task = asyncio.create_task(run_turn(h))
-    await eventually(lambda: h.primary.request_count == 1)
+    await h.primary.wait_for_requests(1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
