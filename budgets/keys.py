@@ -22,7 +22,10 @@ Layout (``<b>`` brand, ``<u>`` user, ``<c>`` conversation, ``<r>`` request id)::
 
 Period keys expire at the end of their period plus :data:`PERIOD_MARGIN_S` (so last
 period's figures stay readable for a while and a late settle still lands);
-conversation keys expire ``conversation_ttl_s`` after their last use.
+conversation keys expire ``conversation_ttl_s`` after the last reservation that found
+nothing else in flight on them (in practice, after the conversation's last turn). TTLs are
+computed from the injected clock and set relative (EXPIRE), so a test or skewed clock
+never has the server drop a live period's key.
 """
 
 from __future__ import annotations

@@ -41,6 +41,8 @@ def emission_interval_us(period_us: int, limit: int) -> int:
 
 
 class RateLimiter:
+    """Per-user-per-minute and per-brand-per-second limits over one GCRA script."""
+
     def __init__(self, redis: RedisClient, *, clock: Clock = time.time) -> None:
         self._clock = clock
         self._runner = ScriptRunner(redis)
