@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -18,10 +19,11 @@ from gateway.http_errors import error_middleware
 from gateway.observability import Metrics
 from gateway.openai_compat import chat_completions
 from gateway.runtime import RUNTIME_KEY, open_runtime
-from gateway.ws import open_session
+from gateway.ws import close_all, open_session
 
 RUNTIME = RUNTIME_KEY
 STATIC_DIR = Path(__file__).parent / "static"
+SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 
 
 def create_app(config: Config, *, clock: Callable[[], float] = time.time,
@@ -35,6 +37,12 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time,
             yield
 
     app.cleanup_ctx.append(runtime_ctx)
+    app[SOCKETS] = weakref.WeakSet()
+
+    async def close_sockets(app: web.Application) -> None:
+        await close_all(app[SOCKETS])
+
+    app.on_shutdown.append(close_sockets)
     app.router.add_get("/v1/ws", websocket)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -50,7 +58,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time,
 async def websocket(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     return await open_session(request, service=runtime.service, verifier=runtime.verifier,
-                              limits=runtime.config.limits)
+                              limits=runtime.config.limits, registry=request.app[SOCKETS])
 
 
 async def chat_page(request: web.Request) -> web.FileResponse:

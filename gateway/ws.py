@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import weakref
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.auth import Principal, TokenVerifier, token_from_request
 from gateway.config import Limits
@@ -144,14 +145,24 @@ class WebSocketSession:
 
 
 async def open_session(request: web.Request, *, service: ChatService, verifier: TokenVerifier,
-                       limits: Limits) -> web.WebSocketResponse:
-    """Authenticate (``Unauthorized`` becomes a 401 before any upgrade), then serve."""
+                       limits: Limits, registry: weakref.WeakSet[web.WebSocketResponse]
+                       ) -> web.WebSocketResponse:
+    """Authenticate (``Unauthorized`` becomes a 401 before any upgrade), then serve.
+
+    Open sockets are kept in ``registry`` so that shutdown can close them (1001)."""
     principal = verifier.verify(token_from_request(request))
     ws = web.WebSocketResponse(
         heartbeat=limits.heartbeat_s, decode_text=False,
         max_msg_size=limits.max_frame_bytes * HARD_FRAME_LIMIT_FACTOR,
     )
     await ws.prepare(request)
+    registry.add(ws)
     structlog.contextvars.bind_contextvars(brand=principal.brand, user=principal.user_id)
     await WebSocketSession(ws, service, principal, limits).run()
     return ws
+
+
+async def close_all(registry: weakref.WeakSet[web.WebSocketResponse]) -> None:
+    """Graceful shutdown: tell every client we are going away."""
+    for ws in list(registry):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")

@@ -56,7 +56,12 @@ async function refreshSide() {
     const list = await api("/v1/conversations?limit=30");
     const ul = $("conversations");
     ul.replaceChildren();
-    for (const c of list.data) {
+    const items = list.data;
+    if (state.conversationId && !items.some((c) => c.conversation_id === state.conversationId)) {
+      // History is written behind the stream; show the current conversation meanwhile.
+      items.unshift({ conversation_id: state.conversationId, title: "Current conversation" });
+    }
+    for (const c of items) {
       const li = document.createElement("li");
       li.textContent = c.title || c.conversation_id;
       li.dataset.id = c.conversation_id;
