@@ -1,8 +1,10 @@
 """Chat messages reshaped for APIs with a top-level system prompt and strict turn-taking.
 
 Anthropic's Messages API and Bedrock's Converse API take the system prompt apart from
-the conversation and want user and assistant turns to alternate. ``split_turns`` does
-that reshaping once, purely, for both.
+the conversation, want user and assistant turns to alternate, and (Bedrock always) want
+the conversation to open with a user turn. ``split_turns`` does that reshaping once,
+purely, for both. A context trimmed to its last messages can open with an assistant
+turn; a short placeholder user turn is put before it rather than dropping the reply.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from providers.base import ChatMessage
 
 TurnRole = Literal["user", "assistant"]
 MERGE_SEPARATOR = "\n\n"
+OPENING_PLACEHOLDER = "(continuing our conversation)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,4 +44,6 @@ def split_turns(messages: Iterable[ChatMessage]) -> SplitTurns:
             turns[-1] = Turn(message.role, merged)
         else:
             turns.append(Turn(message.role, message.content))
+    if turns and turns[0].role == "assistant":
+        turns.insert(0, Turn("user", OPENING_PLACEHOLDER))
     return SplitTurns(system=MERGE_SEPARATOR.join(system), turns=tuple(turns))
