@@ -47,6 +47,14 @@ class LambdaProcess:
     def opened(self) -> bool:
         return self._gateway is not None
 
+    @property
+    def gateway(self) -> LambdaGateway | None:
+        return self._gateway
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
     def run(self, work: Work) -> Response:
         if self._loop is None or self._loop.is_closed():
             self._loop = asyncio.new_event_loop()
@@ -83,6 +91,7 @@ class LambdaProcess:
             loop.run_until_complete(stack.aclose())
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        asyncio.set_event_loop(None)
 
 
 process = LambdaProcess()

@@ -156,9 +156,9 @@ class ApiGatewayEmulator:
             return _gone(request)
         info = connection.info
         return web.json_response({
-            "ConnectedAt": _iso(info.connected_at_ms),
-            "Identity": {"SourceIp": info.source_ip, "UserAgent": info.user_agent},
-            "LastActiveAt": _iso(connection.last_active_ms),
+            "connectedAt": _iso(info.connected_at_ms),
+            "identity": {"sourceIp": info.source_ip, "userAgent": info.user_agent},
+            "lastActiveAt": _iso(connection.last_active_ms),
         })
 
     async def delete_connection(self, request: web.Request) -> web.Response:

@@ -92,6 +92,7 @@ def lambda_gateway(tmp_path: Path, redis_url: str,
 
 
 def open_transport(mode: str, config: Config) -> web.Application:
+    """``chatgate serve`` or ``chatgate serve --lambda`` (minus the background persister)."""
     if mode == "lambda":
-        return create_lambda_app(config, settings=TEST_SETTINGS)
+        return create_lambda_app(config, settings=TEST_SETTINGS, run_persister=False)
     return create_app(config)

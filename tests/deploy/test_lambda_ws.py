@@ -203,3 +203,30 @@ async def test_socket_keeps_working_while_a_turn_streams(lambda_gateway: Gateway
             seen.append(frame["type"])
         await sock.send({"type": "cancel", "id": "c1"})
         assert (await ChatSocket(sock.ws).collect("c1")).last["type"] == "done"
+
+
+async def test_management_api_answers_like_aws(lambda_gateway: GatewayFactory) -> None:
+    import aioboto3
+
+    session = aioboto3.Session(aws_access_key_id="k", aws_secret_access_key="s",
+                               region_name="us-east-1")
+    async with lambda_gateway() as gw, session.client(
+            "apigatewaymanagementapi", endpoint_url=gw.url("/local")) as client:
+        with pytest.raises(client.exceptions.GoneException):
+            await client.post_to_connection(ConnectionId="unknown=", Data=b"{}")
+        async with gw.connect() as sock:
+            (key,) = await gw.runtime.redis.keys("chatgate:conn:*:principal")
+            connection_id = key.decode().split("{")[1].split("}")[0]
+            info = await client.get_connection(ConnectionId=connection_id)
+            assert info["Identity"]["SourceIp"] == "127.0.0.1"
+            await client.post_to_connection(ConnectionId=connection_id, Data=b'{"type":"pong"}')
+            assert await sock.receive() == {"type": "pong"}
+            await client.delete_connection(ConnectionId=connection_id)
+            closing = await sock.ws.receive(timeout=5)
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        with pytest.raises(client.exceptions.GoneException):
+            await client.get_connection(ConnectionId=connection_id)
+        async with gw.http.post(gw.url(f"/local/@connections/{connection_id}"),
+                                data=b"{}") as unsigned:
+            assert unsigned.status == 403
+            assert unsigned.headers["x-amzn-ErrorType"] == "ForbiddenException"
