@@ -1,6 +1,6 @@
 """The turn gate: rate limits and budget reservations, asked before any provider call.
 
-The service depends on this Protocol only; ``budgets.gate.BudgetGate`` implements it with
+The service depends on this Protocol only; ``gateway.budget_gate.BudgetGate`` implements it with
 the Redis Lua scripts.
 """
 

@@ -98,6 +98,7 @@ async def open_runtime(config: Config, *, clock: Callable[[], float] = time.time
             stack.push_async_callback(archive.aclose)
         registry = build_registry(config, counter)
         stack.push_async_callback(registry.aclose)
+        await registry.start()
         journal, persister = _journal(redis, history, archive, embedded=is_embedded(
             settings.redis_url), claim_idle_ms=limits.outbox_claim_idle_ms)
         hot = HotMemory(redis, ttl_s=limits.hot_ttl_s, max_messages=limits.hot_messages,
@@ -139,12 +140,13 @@ def _journal(redis: RedisClient, history: HistoryStore, archive: Archive | None,
 
 
 async def _stop_persister(persister: Persister, task: asyncio.Task[None]) -> None:
-    """Shutdown flushes: stop the loop, then drain what is left in the outbox."""
+    """Shutdown flushes: stop the loop, then drain what is left in the outbox.
+
+    Cancelling the loop mid-batch is safe: unacknowledged entries stay pending for this
+    consumer, ``drain`` reads them again, and warm writes are idempotent per turn."""
     persister.stop()
-    try:
-        await asyncio.wait_for(task, timeout=10)
-    except (TimeoutError, asyncio.CancelledError):
-        task.cancel()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     try:
         await persister.drain()
     except Exception:  # the entries stay in the outbox; the next process persists them

@@ -13,6 +13,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 RedisClient = aioredis.Redis
+MAX_CONNECTIONS = 64
+POOL_TIMEOUT_S = 5.0
 
 
 def is_embedded(url: str) -> bool:
@@ -28,11 +30,16 @@ def connect_redis(url: str, **options: Any) -> RedisClient:
     if is_embedded(url):
         import fakeredis
 
-        server_name = url.removeprefix("memory://") or "chatgate"
-        client: RedisClient = fakeredis.FakeAsyncRedis(server_name=server_name, **options)
+        # fakeredis shares one in-process server between clients with the same ``host``.
+        name = url.removeprefix("memory://") or "chatgate"
+        client: RedisClient = fakeredis.FakeAsyncRedis(host=f"embedded-{name}", **options)
         return client
     if url.startswith("redis+cluster://"):
         cluster = RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"),
                                         **options)
         return cluster  # type: ignore[return-value]
-    return aioredis.from_url(url, **options)
+    # A blocking pool: under load, callers wait for a connection instead of failing.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=options.pop("max_connections", MAX_CONNECTIONS),
+        timeout=options.pop("pool_timeout", POOL_TIMEOUT_S), **options)
+    return aioredis.Redis(connection_pool=pool)
