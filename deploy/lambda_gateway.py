@@ -3,8 +3,9 @@
 ``$connect`` verifies the JWT (``Authorization: Bearer`` or the ``token`` query
 parameter) and records the caller's claims in Redis under the connection id; a bad token
 is refused with 401, so API Gateway refuses the upgrade before any frame. ``$default``
-carries one client frame: ``chat`` runs a whole turn in this invocation, its frames
-posted through the Management API by a coalescing sink; ``cancel`` marks the chat in
+carries one client frame: ``chat`` runs a whole turn (in this invocation, or in an
+asynchronous one, see :mod:`deploy.dispatch`), its frames posted through the Management
+API by a coalescing sink; ``cancel`` marks the chat in
 Redis for the invocation running it (see :mod:`deploy.connections`); ``ping`` gets
 ``pong``. ``$disconnect`` forgets the connection. The frames out, the validation and the
 errors are those of the aiohttp socket (:mod:`gateway.ws`).
@@ -24,6 +25,13 @@ from redis.exceptions import RedisError
 
 from deploy.coalesce import CoalescingSink, DeliveryFailed
 from deploy.connections import ChatAdmission, ConnectionRegistry
+from deploy.dispatch import (
+    DispatchFailed,
+    LambdaDispatcher,
+    TurnDispatcher,
+    unwrap_turn,
+    wrap_turn,
+)
 from deploy.events import (
     Event,
     MalformedEvent,
@@ -39,7 +47,13 @@ from deploy.metrics import emf_document, turn_values, write_emf
 from deploy.settings import LambdaSettings
 from gateway.auth import Principal
 from gateway.config import Config, Limits
-from gateway.errors import GatewayError, InvalidRequest, RateLimited, Unauthorized
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
 from gateway.frames import (
     CancelFrame,
     ChatFrame,
@@ -83,18 +97,26 @@ class LambdaGateway:
     """Handles API Gateway WebSocket events with one runtime (one per process on Lambda)."""
 
     def __init__(self, runtime: Runtime, *, settings: LambdaSettings,
-                 management: ManagementApi, registry: ConnectionRegistry) -> None:
+                 management: ManagementApi, registry: ConnectionRegistry,
+                 dispatcher: TurnDispatcher | None = None) -> None:
         self.runtime = runtime
         self._settings = settings
         self._management = management
         self._registry = registry
+        self._dispatcher = dispatcher
         self._limits = runtime.config.limits
 
     @property
     def delivery(self) -> DeliveryStats:
         return self._management.stats
 
+    @property
+    def dispatcher(self) -> TurnDispatcher | None:
+        return self._dispatcher
+
     async def handle(self, event: Event) -> Response:
+        turn = unwrap_turn(event)
+        event = turn if turn is not None else event
         try:
             context = request_context(event)
         except MalformedEvent as exc:
@@ -107,7 +129,7 @@ class LambdaGateway:
             if context.event_type == "DISCONNECT":
                 await self._registry.forget(context.connection_id)
                 return response(200)
-            await self._message(event, context)
+            await self._message(event, context, dispatched=turn is not None)
             return response(200)
 
     async def drain_outbox(self) -> Response:
@@ -132,7 +154,8 @@ class LambdaGateway:
         self.runtime.metrics.connections.labels(principal.brand).inc()
         return response(200)
 
-    async def _message(self, event: Event, context: RequestContext) -> None:
+    async def _message(self, event: Event, context: RequestContext, *,
+                       dispatched: bool) -> None:
         endpoint = self._settings.management_endpoint(domain_name=context.domain_name,
                                                       stage=context.stage)
         poster = ConnectionPoster(self._management, endpoint, context.connection_id)
@@ -154,6 +177,8 @@ class LambdaGateway:
             await self._send_alone(poster, ErrorFrame.from_error(None, FrameError(str(exc))))
             return
         match frame:
+            case ChatFrame() if self._dispatcher is not None and not dispatched:
+                await self._dispatch(event, frame, poster)
             case ChatFrame():
                 await self._chat(principal, frame, poster)
             case CancelFrame(id=chat_id):
@@ -162,6 +187,15 @@ class LambdaGateway:
                 await self._send_alone(poster, PongFrame())
 
     # --- one turn -----------------------------------------------------------------------
+
+    async def _dispatch(self, event: Event, frame: ChatFrame, poster: ConnectionPoster) -> None:
+        assert self._dispatcher is not None
+        try:
+            await self._dispatcher.dispatch(wrap_turn(event))
+        except DispatchFailed as exc:
+            log.warning("dispatch_failed", chat_id=frame.id, error=str(exc))
+            await self._send_alone(poster, ErrorFrame.from_error(
+                frame.id, Unavailable("the chat could not be started; try again")))
 
     async def _chat(self, principal: Principal, frame: ChatFrame,
                     poster: ConnectionPoster) -> None:
@@ -232,16 +266,21 @@ class LambdaGateway:
 
 @asynccontextmanager
 async def open_lambda_gateway(config: Config, settings: LambdaSettings, *,
-                              run_persister: bool = True,
-                              metrics: Metrics | None = None) -> AsyncIterator[LambdaGateway]:
-    """The runtime, the Management API clients and the registry, closed in reverse."""
-    async with open_runtime(config, run_persister=run_persister, metrics=metrics) as runtime:
+                              run_persister: bool = True, metrics: Metrics | None = None,
+                              dispatcher: TurnDispatcher | None = None
+                              ) -> AsyncIterator[LambdaGateway]:
+    """The runtime, the Management API and Lambda clients and the registry, closed in
+    reverse. ``settings.turn_function`` makes a :class:`LambdaDispatcher` unless a
+    ``dispatcher`` is given."""
+    async with open_runtime(config, run_persister=run_persister, metrics=metrics) as runtime, \
+            contextlib.AsyncExitStack() as stack:
         management = ManagementApi(settings)
-        try:
-            registry = ConnectionRegistry(runtime.redis,
-                                          connection_ttl_s=settings.connection_ttl_s,
-                                          chat_lease_s=settings.chat_lease_s)
-            yield LambdaGateway(runtime, settings=settings, management=management,
-                                registry=registry)
-        finally:
-            await management.aclose()
+        stack.push_async_callback(management.aclose)
+        if dispatcher is None and settings.turn_function:
+            invoker = LambdaDispatcher(settings.turn_function, settings)
+            stack.push_async_callback(invoker.aclose)
+            dispatcher = invoker
+        registry = ConnectionRegistry(runtime.redis, connection_ttl_s=settings.connection_ttl_s,
+                                      chat_lease_s=settings.chat_lease_s)
+        yield LambdaGateway(runtime, settings=settings, management=management,
+                            registry=registry, dispatcher=dispatcher)

@@ -16,6 +16,10 @@ The Management API is served by the same server, ``POST|GET|DELETE
 HTTP: a closed or unknown connection is a 410 with a ``GoneException`` body; an unsigned
 request is a 403, as on AWS (the signature itself is not checked).
 
+``async_turns`` hands each chat turn to an "asynchronous invocation" (a task on any
+instance), as the template does on AWS to outlive API Gateway's 29-second integration
+timeout (:mod:`deploy.dispatch`).
+
 ``instances`` > 1 spreads invocations round-robin over that many independent handler
 instances (each with its own runtime), as API Gateway spreads them over Lambda execution
 environments: anything a handler kept in memory instead of Redis shows up as a bug.
@@ -37,6 +41,7 @@ import structlog
 from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from deploy.dispatch import TaskDispatcher
 from deploy.events import (
     ConnectionInfo,
     Event,
@@ -97,7 +102,7 @@ class ApiGatewayEmulator:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     self._connections[info.connection_id].last_active_ms = int(
                         time.time() * 1000)
-                    self._spawn(message_event(info, message.data))
+                    self.spawn(message_event(info, message.data))
                 elif message.type == WSMsgType.ERROR:
                     break
         finally:
@@ -105,7 +110,8 @@ class ApiGatewayEmulator:
             await self._invoke(disconnect_event(info, status_code=ws.close_code or 1006))
         return ws
 
-    def _spawn(self, event: Event) -> None:
+    def spawn(self, event: Event) -> None:
+        """An invocation nobody waits for: a frame's ``$default``, or an asynchronous one."""
         task = asyncio.create_task(self._invoke_logged(event))
         self._invocations.add(task)
         task.add_done_callback(self._invocations.discard)
@@ -209,6 +215,7 @@ EMULATOR_KEY = web.AppKey("apigw_emulator", ApiGatewayEmulator)
 
 def create_lambda_app(config: Config, *, settings: LambdaSettings | None = None,
                       stage: str = "local", instances: int = 1, run_persister: bool = True,
+                      async_turns: bool = False,
                       metrics: Metrics | None = None) -> web.Application:
     """The gateway through the Lambda handlers: ``/v1/ws``, the Management API, health.
 
@@ -220,10 +227,15 @@ def create_lambda_app(config: Config, *, settings: LambdaSettings | None = None,
     settings = (settings or LambdaSettings.from_env(os.environ)).for_local_emulator()
     app = web.Application()
 
+    async def invoke_later(event: Event) -> None:
+        app[EMULATOR_KEY].spawn(event)
+
+    dispatcher = TaskDispatcher(invoke_later) if async_turns else None
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             gateways = [await stack.enter_async_context(open_lambda_gateway(
-                config, settings, run_persister=run_persister,
+                config, settings, run_persister=run_persister, dispatcher=dispatcher,
                 metrics=metrics if i == 0 else None))
                 for i in range(instances)]
             app[GATEWAYS_KEY] = invoke = RoundRobin(gateways)

@@ -11,6 +11,8 @@ config as everywhere else; these are the few knobs only the API Gateway transpor
 - ``CHATGATE_MANAGEMENT_URL`` (``https://{domainName}/{stage}``): the Management API
   endpoint, a template over the event's ``domainName`` and ``stage`` (a custom domain, or
   the local emulator's ``http://{domainName}/{stage}``);
+- ``CHATGATE_TURN_FUNCTION`` (empty): ``NAME:ALIAS`` of the function that runs chat turns
+  asynchronously (see :mod:`deploy.dispatch`); empty: turns run inline in ``$default``;
 - ``CHATGATE_EMF_NAMESPACE`` (``Chatgate`` on Lambda, else empty): CloudWatch embedded
   metric namespace; empty: no metric lines.
 
@@ -52,6 +54,7 @@ class LambdaSettings:
     region: str = "us-east-1"
     credentials: AwsCredentials | None = None
     emf_namespace: str = ""
+    turn_function: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LambdaSettings:
@@ -66,13 +69,14 @@ class LambdaSettings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             emf_namespace=env.get("CHATGATE_EMF_NAMESPACE",
                                   "Chatgate" if on_lambda else ""),
+            turn_function=env.get("CHATGATE_TURN_FUNCTION", ""),
         )
 
     def for_local_emulator(self) -> LambdaSettings:
         """Plain HTTP to the emulator's own management API, with dummy credentials."""
         url = (self.management_url if self.management_url != DEFAULT_MANAGEMENT_URL
                else LOCAL_MANAGEMENT_URL)
-        return replace(self, management_url=url, emf_namespace="",
+        return replace(self, management_url=url, emf_namespace="", turn_function="",
                        credentials=self.credentials or AwsCredentials("local", "local"))
 
     def management_endpoint(self, *, domain_name: str, stage: str) -> str:

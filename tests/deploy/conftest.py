@@ -79,12 +79,12 @@ def lambda_gateway(tmp_path: Path, redis_url: str,
 
     @asynccontextmanager
     async def _open(*, instances: int = 1, settings: LambdaSettings = TEST_SETTINGS,
-                    **overrides: Any) -> AsyncIterator[Gateway]:
+                    async_turns: bool = False, **overrides: Any) -> AsyncIterator[Gateway]:
         config = make_config(tmp_path, redis_url, **overrides)
         # The persister's blocking read would add a second to every teardown; the turns'
         # context comes from hot memory, so these tests do not need it.
         app = create_lambda_app(config, settings=settings, instances=instances,
-                                run_persister=False)
+                                run_persister=False, async_turns=async_turns)
         async with serving(app) as server:
             yield Gateway("lambda", server, gateways(server)[0].runtime, http)
 

@@ -230,3 +230,24 @@ async def test_management_api_answers_like_aws(lambda_gateway: GatewayFactory) -
                                 data=b"{}") as unsigned:
             assert unsigned.status == 403
             assert unsigned.headers["x-amzn-ErrorType"] == "ForbiddenException"
+
+
+async def test_turns_run_in_asynchronous_invocations(lambda_gateway: GatewayFactory) -> None:
+    from deploy.dispatch import TaskDispatcher
+
+    async with lambda_gateway(instances=2, async_turns=True, **SLOW) as gw, \
+            gw.connect() as sock:
+        first = await sock.chat("quick one", frame_id="a", max_tokens=8)
+        await sock.send({"type": "chat", "id": "b", "content": "a long story"})
+        assert (await sock.receive())["type"] == "start"
+        await sock.send({"type": "chat", "id": "b", "content": "again"})
+        while (frame := await sock.receive())["type"] != "error":
+            assert frame["type"] == "delta"
+        assert "already in flight" in frame["message"]
+        await sock.send({"type": "cancel", "id": "b"})
+        cancelled = await sock.collect("b")
+        dispatchers = {id(g.dispatcher): g.dispatcher for g in gateways(gw.server)}
+    assert first.last["finish_reason"] == "length"
+    assert cancelled.last["finish_reason"] == "cancelled"
+    (dispatcher,) = dispatchers.values()  # one emulated Lambda service for both instances
+    assert isinstance(dispatcher, TaskDispatcher) and dispatcher.dispatched == 3

@@ -98,6 +98,16 @@ def test_websocket_api_routes_reach_the_handlers(template: dict[str, Any]) -> No
         "ApplyOn": "PublishedVersions"}
 
 
+def test_chat_turns_are_handed_to_the_chat_alias_once(template: dict[str, Any]) -> None:
+    chat = resources(template, "AWS::Serverless::Function")["ChatFunction"]["Properties"]
+    target = chat["Environment"]["Variables"]["CHATGATE_TURN_FUNCTION"]["Fn::Sub"]
+    assert target == chat["FunctionName"]["Fn::Sub"] + ":" + chat["AutoPublishAlias"]
+    assert chat["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+    statements = chat["Policies"][1]["Statement"]
+    invoke = next(s for s in statements if s.get("Action") == "lambda:InvokeFunction")
+    assert invoke["Resource"]["Fn::Sub"].endswith(":function:" + target)
+
+
 def test_storage_encryption_and_lifecycle(template: dict[str, Any]) -> None:
     (bucket,) = resources(template, "AWS::S3::Bucket").values()
     props = bucket["Properties"]
@@ -152,6 +162,8 @@ def test_environment_names_are_the_ones_the_code_reads(template: dict[str, Any])
     known = {name for module in sources for name in re.findall(
         r"(?:CHATGATE|OPENAI|ANTHROPIC)_[A-Z_]+", Path(str(module.__file__)).read_text())}
     variables = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    for function in resources(template, "AWS::Serverless::Function").values():
+        variables |= set(function["Properties"].get("Environment", {}).get("Variables", {}))
     assert variables <= known, variables - known
 
 
