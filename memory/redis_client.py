@@ -42,4 +42,4 @@ def connect_redis(url: str, **options: Any) -> RedisClient:
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=options.pop("max_connections", MAX_CONNECTIONS),
         timeout=options.pop("pool_timeout", POOL_TIMEOUT_S), **options)
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
