@@ -1,0 +1,677 @@
+"""Load generator: chat turns over chatgate's WebSocket protocol or OpenAI HTTP streaming.
+
+Two shapes of load:
+- fixed concurrency (closed loop): N clients, each runs turns back to back;
+- fixed arrival rate (open loop): a turn starts every 1/R seconds whether or not earlier
+  ones finished (WebSocket turns are spread over a pool of sockets, several per socket).
+
+Each prompt carries a unique prefix (run id, client, sequence) so no cache can answer it,
+unless the caller passes a fixed prompt on purpose (the cache-hit scenario).
+
+Per turn it measures, on the client's monotonic clock:
+- TTFT: from sending the request (HTTP POST / WS chat frame) to the first non-empty
+  content delta;
+- full-turn latency: from sending to the end of the stream (``[DONE]`` / ``done`` frame);
+- errors: anything else (HTTP status, ``error`` frame, early close, time-out).
+
+It is a library for ``bench/run.py`` and a command of its own:
+
+    python bench/load.py --url ws://127.0.0.1:8080/v1/ws --token JWT --concurrency 50 \
+        --duration 10
+    python bench/load.py --url http://127.0.0.1:9000/v1/chat/completions --rate 100 \
+        --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+
+Protocol = Literal["http", "ws"]
+TURN_TIMEOUT_S = 60.0
+PER_SOCKET = 8  # turns in flight per WebSocket in the open-loop mode (chatgate allows 16)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where turns go and how to authenticate them."""
+
+    name: str
+    protocol: Protocol
+    url: str  # http(s)://…/v1/chat/completions or ws://…/v1/ws
+    model: str = "bench-model"
+    headers: dict[str, str] = field(default_factory=dict)
+    tokens: tuple[str, ...] = ()  # bearer tokens, one per client (cycled); empty: none
+    max_tokens: int = 512
+
+    def token(self, client: int) -> str | None:
+        return self.tokens[client % len(self.tokens)] if self.tokens else None
+
+
+@dataclass(slots=True)
+class TurnResult:
+    started: float  # perf_counter at send
+    ended: float
+    ok: bool
+    ttft: float | None = None  # seconds
+    deltas: int = 0
+    cached: bool = False
+    error: str | None = None
+    conversation_id: str | None = None
+
+    @property
+    def latency(self) -> float:
+        return self.ended - self.started
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What one load run measured, over its measurement window."""
+
+    target: str
+    mode: str
+    turns: int
+    errors: int
+    window_s: float
+    ttft_ms: list[float]
+    latency_ms: list[float]
+    error_samples: list[str]
+    cached: int = 0
+    client_cpu_s: float = 0.0
+    all_turns: int = 0  # every completed turn of the run, warm-up included (CPU per turn)
+
+    @property
+    def turns_per_s(self) -> float:
+        return self.turns / self.window_s if self.window_s > 0 else math.nan
+
+    def ttft(self, q: float) -> float:
+        return percentile(self.ttft_ms, q)
+
+    def latency(self, q: float) -> float:
+        return percentile(self.latency_ms, q)
+
+    def summary(self) -> dict[str, object]:
+        return {"target": self.target, "mode": self.mode, "turns": self.turns,
+                "errors": self.errors, "window_s": round(self.window_s, 2),
+                "turns_per_s": round(self.turns_per_s, 2),
+                "ttft_ms": {q: round(self.ttft(q), 3) for q in (50, 90, 99)},
+                "latency_ms": {q: round(self.latency(q), 3) for q in (50, 90, 99)},
+                "cached": self.cached, "client_cpu_s": round(self.client_cpu_s, 2),
+                "all_turns": self.all_turns,
+                "error_samples": self.error_samples[:5]}
+
+
+def collect(target: str, mode: str, results: Sequence[TurnResult], start: float,
+            end: float, client_cpu_s: float = 0.0) -> RunStats:
+    """Turns that started in [start, end): latencies; throughput: completions in window."""
+    measured = [r for r in results if start <= r.started < end]
+    ok = [r for r in measured if r.ok]
+    completed_in_window = sum(1 for r in results if r.ok and start <= r.ended <= end)
+    errors = [r for r in measured if not r.ok]
+    return RunStats(
+        target=target, mode=mode, turns=completed_in_window, errors=len(errors),
+        window_s=end - start,
+        ttft_ms=[r.ttft * 1000 for r in ok if r.ttft is not None],
+        latency_ms=[r.latency * 1000 for r in ok],
+        error_samples=sorted({str(r.error) for r in errors})[:5],
+        cached=sum(1 for r in ok if r.cached), client_cpu_s=client_cpu_s,
+        all_turns=sum(1 for r in results if r.ok))
+
+
+class Prompts:
+    """Unique prompts: ``[run-client-seq]`` prefix, so no cache can answer them."""
+
+    def __init__(self, fixed: str | None = None) -> None:
+        self._run = uuid.uuid4().hex[:8]
+        self._seq = itertools.count()
+        self._fixed = fixed
+
+    def next(self, client: int) -> str:
+        if self._fixed is not None:
+            return self._fixed
+        return (f"[{self._run}-{client}-{next(self._seq)}] Tell me three facts about the "
+                f"weather in a coastal town, briefly.")
+
+
+# --- HTTP (OpenAI streaming) -------------------------------------------------------------
+
+
+def http_session(limit: int = 0) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, keepalive_timeout=60,
+                                     force_close=False)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(
+        total=None, sock_connect=10))
+
+
+async def http_turn(session: aiohttp.ClientSession, target: Target, client: int,
+                    prompt: str, *, conversation_id: str | None = None) -> TurnResult:
+    body = orjson.dumps({"model": target.model, "stream": True,
+                         "stream_options": {"include_usage": True},
+                         "max_tokens": target.max_tokens,
+                         "messages": [{"role": "user", "content": prompt}]})
+    headers = {"Content-Type": "application/json", **target.headers}
+    token = target.token(client)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if conversation_id:
+        headers["X-Conversation-Id"] = conversation_id
+    started = time.perf_counter()
+    result = TurnResult(started=started, ended=started, ok=False)
+    try:
+        async with asyncio.timeout(TURN_TIMEOUT_S):
+            async with session.post(target.url, data=body, headers=headers) as response:
+                if response.status != 200:
+                    text = (await response.read())[:200].decode(errors="replace")
+                    result.error = f"http {response.status}: {text}"
+                    return result
+                result.conversation_id = response.headers.get("X-Conversation-Id")
+                await _read_sse(response, result)
+    except TimeoutError:
+        result.error = "timeout"
+    except (aiohttp.ClientError, ConnectionError, ValueError) as exc:
+        result.error = f"{type(exc).__name__}: {str(exc)[:120]}"
+    finally:
+        result.ended = time.perf_counter()
+    return result
+
+
+# A non-empty content delta, as OpenAI-style servers write it (with or without spaces).
+_CONTENT = re.compile(rb'"content"\s*:\s*"(?!")')
+
+
+async def _read_sse(response: aiohttp.ClientResponse, result: TurnResult) -> None:
+    """Reads the SSE stream in whole lines, counting content deltas by a byte scan (the
+    client must stay cheap: it shares a core with the upstream); a line is parsed as JSON
+    only when it carries an error."""
+    buffer = b""
+    done = False
+    async for data in response.content.iter_any():
+        buffer += data
+        cut = buffer.rfind(b"\n")
+        if cut < 0:
+            continue
+        block, buffer = buffer[:cut + 1], buffer[cut + 1:]
+        found = len(_CONTENT.findall(block))
+        if found:
+            if result.ttft is None:
+                result.ttft = time.perf_counter() - result.started
+            result.deltas += found
+        if b'"error"' in block:
+            for line in block.splitlines():
+                if line.startswith(b"data:") and b'"error"' in line:
+                    chunk = orjson.loads(line[5:].strip())
+                    if isinstance(chunk, dict) and "error" in chunk:
+                        result.error = f"stream error: {str(chunk['error'])[:160]}"
+                        return
+        if b"data: [DONE]" in block:
+            done = True
+            break
+    result.ok = done and result.deltas > 0
+    if not result.ok:
+        result.error = "stream ended without [DONE]" if not done else "no deltas"
+
+
+# --- WebSocket (chatgate's frames) -------------------------------------------------------
+
+
+class _PendingTurn:
+    __slots__ = ("future", "result")
+
+    def __init__(self, result: TurnResult) -> None:
+        self.result = result
+        self.future: asyncio.Future[TurnResult] = asyncio.get_running_loop().create_future()
+
+    def on_frame(self, frame: dict[str, object]) -> None:
+        kind = frame.get("type")
+        if kind == "delta":
+            if self.result.ttft is None:
+                self.result.ttft = time.perf_counter() - self.result.started
+            self.result.deltas += 1
+        elif kind == "done":
+            self.result.cached = bool(frame.get("cached"))
+            conversation = frame.get("conversation_id")
+            self.result.conversation_id = conversation if isinstance(conversation, str) else None
+            self.finish(ok=self.result.deltas > 0, error=None if self.result.deltas else
+                        "done without deltas")
+        elif kind == "error":
+            self.finish(ok=False, error=f"{frame.get('code')}: {str(frame.get('message'))[:100]}")
+
+    def finish(self, *, ok: bool, error: str | None) -> None:
+        if not self.future.done():
+            self.result.ended = time.perf_counter()
+            self.result.ok, self.result.error = ok, error
+            self.future.set_result(self.result)
+
+
+class WsClient:
+    """One WebSocket; several turns may be in flight on it (frames carry their id)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.pending: dict[str, _PendingTurn] = {}
+        self._ids = itertools.count()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(cls, session: aiohttp.ClientSession, target: Target,
+                      client: int) -> WsClient:
+        token = target.token(client)
+        params = {"token": token} if token else None
+        ws = await session.ws_connect(target.url, params=params, headers=target.headers,
+                                      autoping=True, max_msg_size=0, heartbeat=None)
+        return cls(ws)
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.ws:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                frame = orjson.loads(message.data)
+                turn = self.pending.get(frame.get("id"))
+                if turn is not None:
+                    turn.on_frame(frame)
+        except (aiohttp.ClientError, ConnectionError, ValueError):
+            pass
+        finally:
+            for turn in list(self.pending.values()):
+                turn.finish(ok=False, error=f"socket closed ({self.ws.close_code})")
+
+    async def turn(self, prompt: str, *, conversation_id: str | None = None,
+                   max_tokens: int = 512) -> TurnResult:
+        chat_id = f"c{next(self._ids)}"
+        frame = orjson.dumps({"type": "chat", "id": chat_id, "conversation_id": conversation_id,
+                              "content": prompt, "max_tokens": max_tokens}).decode()
+        started = time.perf_counter()
+        pending = _PendingTurn(TurnResult(started=started, ended=started, ok=False))
+        self.pending[chat_id] = pending
+        try:
+            await self.ws.send_str(frame)
+            async with asyncio.timeout(TURN_TIMEOUT_S):
+                return await asyncio.shield(pending.future)
+        except TimeoutError:
+            pending.finish(ok=False, error="timeout")
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            pending.finish(ok=False, error=f"{type(exc).__name__}: {str(exc)[:100]}")
+        finally:
+            self.pending.pop(chat_id, None)
+        return pending.result
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed or self._reader.done()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader
+
+
+# --- the two shapes of load --------------------------------------------------------------
+
+
+def _client_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class _Worker:
+    """One closed-loop client: its own socket (WS) and its conversation (if continuing)."""
+
+    def __init__(self, index: int, target: Target, session: aiohttp.ClientSession,
+                 prompts: Prompts, turns_per_conversation: int) -> None:
+        self.index = index
+        self.target = target
+        self.session = session
+        self.prompts = prompts
+        self.turns_per_conversation = turns_per_conversation
+        self.ws: WsClient | None = None
+        self.conversation_id: str | None = None
+        self.turns_in_conversation = 0
+
+    async def open(self) -> None:
+        if self.target.protocol == "ws":
+            self.ws = await WsClient.connect(self.session, self.target, self.index)
+
+    async def turn(self) -> TurnResult:
+        prompt = self.prompts.next(self.index)
+        conversation = (self.conversation_id
+                        if self.turns_in_conversation < self.turns_per_conversation else None)
+        if conversation is None:
+            self.turns_in_conversation = 0
+        if self.target.protocol == "ws":
+            if self.ws is None or self.ws.closed:
+                self.ws = await WsClient.connect(self.session, self.target, self.index)
+            result = await self.ws.turn(prompt, conversation_id=conversation,
+                                        max_tokens=self.target.max_tokens)
+        else:
+            result = await http_turn(self.session, self.target, self.index, prompt,
+                                     conversation_id=conversation)
+        if result.ok and self.turns_per_conversation > 1:
+            self.conversation_id = result.conversation_id
+            self.turns_in_conversation += 1
+        return result
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+
+
+async def run_concurrency(target: Target, *, concurrency: int, duration_s: float,
+                          warmup_s: float = 1.0, prompts: Prompts | None = None,
+                          turns_per_conversation: int = 1, max_turns: int | None = None,
+                          min_window_turns: int = 0, max_extra_s: float = 0.0,
+                          drain_s: float = TURN_TIMEOUT_S) -> RunStats:
+    """Closed loop: ``concurrency`` clients run turns back to back for the duration (or,
+    with ``max_turns``, until that many turns in all; then the window is the whole run).
+
+    A slow subject may finish no turn in a short window: with ``min_window_turns`` the
+    window grows (by at most ``max_extra_s``) until that many turns completed in it. Turns
+    still in flight ``drain_s`` after the end are abandoned."""
+    prompts = prompts or Prompts()
+    results: list[TurnResult] = []
+    budget = itertools.count() if max_turns is not None else None
+    async with http_session() as session:
+        workers = [_Worker(i, target, session, prompts, turns_per_conversation)
+                   for i in range(concurrency)]
+        opened = await asyncio.gather(*(w.open() for w in workers), return_exceptions=True)
+        failed = [e for e in opened if isinstance(e, BaseException)]
+        if len(failed) == len(workers):
+            raise ConnectionError(f"{target.name}: no connection: {failed[0]!r}")
+        loop_start = time.perf_counter()
+        if max_turns is None:
+            warm_end = loop_start + warmup_s
+            end = [warm_end + duration_s]
+        else:  # a count of turns; the duration only bounds the run
+            warm_end, end = loop_start, [loop_start + duration_s]
+
+        async def drive(worker: _Worker) -> None:
+            while time.perf_counter() < end[0]:
+                if budget is not None and next(budget) >= (max_turns or 0):
+                    return
+                try:
+                    results.append(await worker.turn())
+                except (aiohttp.ClientError, ConnectionError, OSError) as exc:
+                    now = time.perf_counter()
+                    results.append(TurnResult(now, now, False, error=type(exc).__name__))
+                    await asyncio.sleep(0.05)
+
+        async def stretch() -> None:
+            """Move the end out until the window holds ``min_window_turns`` completions."""
+            limit = end[0] + max_extra_s
+            while True:
+                await asyncio.sleep(max(0.0, end[0] - time.perf_counter()))
+                done = sum(1 for r in results if r.ok and r.ended >= warm_end)
+                now = time.perf_counter()
+                if done >= min_window_turns or now >= limit:
+                    end[0] = now
+                    return
+                end[0] = min(limit, now + 0.25)
+
+        cpu0 = _client_cpu()
+        drivers = [asyncio.create_task(drive(w)) for w in workers]
+        if min_window_turns and max_turns is None:
+            await stretch()
+        else:
+            await asyncio.sleep(max(0.0, end[0] - time.perf_counter()))
+        # Turns in flight at the end may finish (so CPU per turn stays fair), for a while;
+        # then they are abandoned (a slow subject would otherwise hold the run).
+        _, pending = await asyncio.wait(drivers, timeout=max(0.0, end[0] + drain_s
+                                                             - time.perf_counter()))
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*drivers, return_exceptions=True)
+        cpu = _client_cpu() - cpu0
+        finished = time.perf_counter()
+        await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
+    window_end = finished if max_turns is not None else end[0]
+    stats = collect(target.name, f"concurrency {concurrency}", results, warm_end, window_end,
+                    client_cpu_s=cpu)
+    if failed:
+        stats.errors += len(failed)
+        stats.error_samples.insert(0, f"{len(failed)} connections failed: {failed[0]!r}")
+    return stats
+
+
+async def run_rate(target: Target, *, rate: float, duration_s: float, warmup_s: float = 1.0,
+                   prompts: Prompts | None = None, max_in_flight: int = 5000,
+                   on_tick: Callable[[float], None] | None = None) -> RunStats:
+    """Open loop: one turn every 1/``rate`` s for the duration, however long turns take.
+    Arrivals that would exceed ``max_in_flight`` are counted as errors (``overload``).
+    ``on_tick(elapsed_s)`` is called about once a second (the soak samples memory there)."""
+    prompts = prompts or Prompts()
+    results: list[TurnResult] = []
+    tasks: set[asyncio.Task[None]] = set()
+    async with http_session() as session:
+        pool: list[WsClient] = []
+
+        async def socket() -> WsClient:
+            for client in pool:
+                if not client.closed and len(client.pending) < PER_SOCKET:
+                    return client
+            client = await WsClient.connect(session, target, len(pool))
+            pool.append(client)
+            return client
+
+        async def one(index: int) -> None:
+            try:
+                if target.protocol == "ws":
+                    client = await socket()
+                    result = await client.turn(prompts.next(index),
+                                               max_tokens=target.max_tokens)
+                else:
+                    result = await http_turn(session, target, index, prompts.next(index))
+            except (aiohttp.ClientError, ConnectionError, OSError) as exc:
+                now = time.perf_counter()
+                result = TurnResult(now, now, False, error=type(exc).__name__)
+            results.append(result)
+
+        start = time.perf_counter()
+        total = int((warmup_s + duration_s) * rate)
+        cpu0 = _client_cpu()
+        last_tick = start
+        for i in range(total):
+            wait = start + i / rate - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            now = time.perf_counter()
+            if on_tick is not None and now - last_tick >= 1.0:
+                last_tick = now
+                on_tick(now - start)
+            if len(tasks) >= max_in_flight:
+                results.append(TurnResult(now, now, False, error="overload"))
+                continue
+            task = asyncio.create_task(one(i))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        end = start + warmup_s + duration_s
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=TURN_TIMEOUT_S)
+        cpu = _client_cpu() - cpu0
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*(c.close() for c in pool), return_exceptions=True)
+    return collect(target.name, f"rate {rate:g}/s", results, start + warmup_s, end,
+                   client_cpu_s=cpu)
+
+
+async def open_idle(target: Target, count: int, *, batch: int = 200,
+                    session: aiohttp.ClientSession) -> tuple[list[WsClient], int]:
+    """Open ``count`` WebSockets that send nothing (their readers answer pings)."""
+    clients: list[WsClient] = []
+    failures = 0
+    for first in range(0, count, batch):
+        opened = await asyncio.gather(
+            *(WsClient.connect(session, target, i)
+              for i in range(first, min(count, first + batch))), return_exceptions=True)
+        for item in opened:
+            if isinstance(item, WsClient):
+                clients.append(item)
+            else:
+                failures += 1
+    return clients, failures
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-files limit to the hard one; returns the new soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def event_loop_name() -> str:
+    """``uvloop`` when it is installed (set ``BENCH_UVLOOP=0`` to refuse it), else asyncio."""
+    if os.environ.get("BENCH_UVLOOP", "1") != "0":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            return "asyncio"
+        return "uvloop"
+    return "asyncio"
+
+
+def run(coro):
+    """Run ``coro`` on uvloop when available (the client must be cheap), else asyncio."""
+    if event_loop_name() == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def _target(spec: dict[str, Any]) -> Target:
+    return Target(name=str(spec["name"]), protocol=spec["protocol"],
+                  url=str(spec["url"]), model=str(spec.get("model", "bench-model")),
+                  headers=dict(spec.get("headers") or {}),
+                  tokens=tuple(spec.get("tokens") or ()),
+                  max_tokens=int(spec.get("max_tokens", 512)))
+
+
+async def run_segment(segment: dict[str, Any]) -> dict[str, Any]:
+    """One segment of a spec: ``mode`` concurrency | count | rate, or idle (see main)."""
+    target = _target(segment["target"])
+    prompts = Prompts(segment.get("prompt"))
+    mode = segment["mode"]
+    if mode == "rate":
+        stats = await run_rate(target, rate=float(segment["rate"]),
+                               duration_s=float(segment["duration_s"]),
+                               warmup_s=float(segment.get("warmup_s", 1.0)),
+                               prompts=prompts)
+    else:
+        count = segment.get("turns") if mode == "count" else None
+        stats = await run_concurrency(
+            target, concurrency=int(segment.get("concurrency", 1)),
+            duration_s=float(segment.get("duration_s", 120.0)),
+            warmup_s=float(segment.get("warmup_s", 1.0)),
+            prompts=prompts, max_turns=int(count) if count is not None else None,
+            turns_per_conversation=int(segment.get("turns_per_conversation", 1)),
+            min_window_turns=int(segment.get("min_window_turns", 0)),
+            max_extra_s=float(segment.get("max_extra_s", 0.0)),
+            drain_s=float(segment.get("drain_s", TURN_TIMEOUT_S)))
+    return {**stats.summary(), "tag": segment.get("tag"), "ttft_samples": stats.ttft_ms,
+            "latency_samples": stats.latency_ms}
+
+
+async def run_idle(segment: dict[str, Any]) -> None:
+    """Open ``count`` idle sockets, print ``{"ready": n}``, hold them until a line arrives
+    on stdin (or ``hold_s`` passes), then close them."""
+    target = _target(segment["target"])
+    async with http_session() as session:
+        clients, failures = await open_idle(target, int(segment["count"]),
+                                            session=session)
+        print(json.dumps({"ready": len(clients), "failures": failures}), flush=True)
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(loop.run_in_executor(None, input),
+                                   timeout=float(segment.get("hold_s", 600)))
+        alive = sum(1 for c in clients if not c.closed)
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+        print(json.dumps({"closed": len(clients), "alive_at_close": alive}), flush=True)
+
+
+async def run_spec(spec: dict[str, Any]) -> None:
+    """Run a spec's segments in order; one JSON line per segment on stdout."""
+    for segment in spec["segments"]:
+        if segment["mode"] == "idle":
+            await run_idle(segment)
+            continue
+        try:
+            out = await run_segment(segment)
+        except (ConnectionError, OSError, aiohttp.ClientError) as exc:
+            out = {"tag": segment.get("tag"), "failed": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(out), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--spec", help="a JSON spec of segments ('-' for stdin), as bench/run.py "
+                                       "writes them; the other options are then ignored")
+    parser.add_argument("--url", help="ws://HOST:PORT/v1/ws or http://HOST:PORT/v1/chat/completions")
+    parser.add_argument("--token", action="append", default=[],
+                        help="bearer token (repeat for one per client)")
+    parser.add_argument("--header", action="append", default=[], help="NAME:VALUE")
+    parser.add_argument("--model", default="bench-model")
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument("--concurrency", type=int, default=1)
+    shape.add_argument("--rate", type=float, help="turns per second (open loop)")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--turns-per-conversation", type=int, default=1)
+    parser.add_argument("--prompt", help="a fixed prompt (default: unique per turn)")
+    args = parser.parse_args()
+    raise_fd_limit()
+    if args.spec:
+        # one line: stdin stays open for the idle mode's "close" line
+        text = sys.stdin.readline() if args.spec == "-" else Path(args.spec).read_text()
+        run(run_spec(json.loads(text)))
+        return
+    if not args.url:
+        parser.error("--url or --spec is required")
+    protocol: Protocol = "ws" if args.url.startswith("ws") else "http"
+    headers = dict(h.split(":", 1) for h in args.header)
+    target = Target(name=args.url, protocol=protocol, url=args.url, model=args.model,
+                    headers={k.strip(): v.strip() for k, v in headers.items()},
+                    tokens=tuple(args.token))
+    prompts = Prompts(args.prompt)
+    if args.rate:
+        stats = run(run_rate(target, rate=args.rate, duration_s=args.duration,
+                             warmup_s=args.warmup, prompts=prompts))
+    else:
+        stats = run(run_concurrency(
+            target, concurrency=args.concurrency, duration_s=args.duration,
+            warmup_s=args.warmup, prompts=prompts,
+            turns_per_conversation=args.turns_per_conversation))
+    print(json.dumps({**stats.summary(), "event_loop": event_loop_name()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
