@@ -135,9 +135,9 @@ class LambdaGateway:
     async def drain_outbox(self) -> Response:
         """The scheduled persister: move finished turns from Redis to warm/cold storage."""
         persister = self.runtime.persister
-        if persister is not None:
-            await persister.drain()
-        return response(200, "drained")
+        handled = await persister.drain() if persister is not None else 0
+        log.info("outbox_drained", entries=handled)
+        return response(200, f"drained {handled}")
 
     # --- routes -------------------------------------------------------------------------
 
@@ -161,8 +161,8 @@ class LambdaGateway:
         poster = ConnectionPoster(self._management, endpoint, context.connection_id)
         principal = await self._registry.principal(context.connection_id)
         if principal is None:  # expired record or a forged event: make the client reconnect
-            await self._send_alone(poster, ErrorFrame(None, "unauthorized",
-                                                      "connection not authenticated"))
+            await self._send_alone(poster, ErrorFrame.from_error(None, Unauthorized(
+                "connection not authenticated: connect again")))
             with contextlib.suppress(DeliveryFailed):
                 await self._management.delete(endpoint, context.connection_id)
             return

@@ -107,7 +107,8 @@ class ApiGatewayEmulator:
                     break
         finally:
             self._connections.pop(info.connection_id, None)
-            await self._invoke(disconnect_event(info, status_code=ws.close_code or 1006))
+            await self._invoke_logged(disconnect_event(info,
+                                                       status_code=ws.close_code or 1006))
         return ws
 
     def spawn(self, event: Event) -> None:

@@ -92,3 +92,13 @@ def test_malformed_event_is_a_400(process: handlers.LambdaProcess,
                                   redis_server_url: str) -> None:
     lambda_env.setenv("CHATGATE_REDIS_URL", redis_server_url)
     assert handlers.handle({"requestContext": {"routeKey": "$default"}})["statusCode"] == 400
+
+
+def test_persist_entry_point_drains_the_outbox(process: handlers.LambdaProcess,
+                                               lambda_env: pytest.MonkeyPatch,
+                                               redis_server_url: str) -> None:
+    lambda_env.setenv("CHATGATE_REDIS_URL", redis_server_url)
+    scheduled = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+    answer = handlers.persist(scheduled, None)  # a schedule here is work, not a warm-up
+    assert answer["statusCode"] == 200 and answer["body"].startswith("drained ")
+    assert process.opened

@@ -251,3 +251,31 @@ async def test_turns_run_in_asynchronous_invocations(lambda_gateway: GatewayFact
     assert cancelled.last["finish_reason"] == "cancelled"
     (dispatcher,) = dispatchers.values()  # one emulated Lambda service for both instances
     assert isinstance(dispatcher, TaskDispatcher) and dispatcher.dispatched == 3
+
+
+async def test_a_connection_without_its_record_is_told_and_closed(
+        lambda_gateway: GatewayFactory) -> None:
+    async with lambda_gateway() as gw, gw.connect() as sock:
+        for key in await gw.runtime.redis.keys("chatgate:conn:*"):
+            await gw.runtime.redis.delete(key)  # as if the record had expired
+        await sock.send({"type": "ping"})
+        error = await sock.receive()
+        closing = await sock.ws.receive(timeout=5)
+    assert (error["type"], error["code"]) == ("error", "unauthorized")
+    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+async def test_the_scheduled_persister_drains_turns_into_history(
+        lambda_gateway: GatewayFactory) -> None:
+    async with lambda_gateway() as gw:  # no background persister, as on Lambda
+        async with gw.connect() as sock:
+            conversation_id = (await sock.chat("remember this")).last["conversation_id"]
+        history = gw.runtime.history
+
+        async def drained() -> bool:  # the outbox write precedes ``done``; poll anyway
+            answer = await gateways(gw.server)[0].drain_outbox()
+            assert answer["statusCode"] == 200
+            meta = await history.get_conversation("growain", "alice", conversation_id)
+            return meta is not None
+
+        await eventually(drained)
