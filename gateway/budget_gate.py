@@ -43,9 +43,9 @@ class BudgetGate:
                     max_tokens: int) -> Admission:
         remaining = await self._ledger.conversation_remaining(
             brand.name, conversation_id, brand.tokens_per_conversation)
-        max_tokens = min(max_tokens, remaining - prompt_tokens)
-        if max_tokens <= 0:
-            raise _exceeded("conversation")
+        # Capped by what the conversation has left; when nothing is left, reserving one
+        # token still lets the script name the first scope that overflows, in order.
+        max_tokens = max(1, min(max_tokens, remaining - prompt_tokens))
         reservation = prompt_tokens + max_tokens
         result = await self._ledger.reserve(ReservationRequest(
             brand=brand.name, user_id=principal.user_id, conversation_id=conversation_id,

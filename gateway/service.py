@@ -11,14 +11,16 @@ that reserved budget settles it: done, cancel, provider failure, client gone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import structlog
+from redis.exceptions import RedisError
 
 from budgets import cost_usd
 from gateway.auth import Principal
@@ -40,13 +42,15 @@ from memory.conversations import ConversationStore, LoadedConversation
 from memory.preferences import PreferenceStore, preferences_prompt
 from memory.records import StoredMessage, TurnRecord
 from memory.response_cache import CachedAnswer, CacheKey, Flight, ResponseCache
-from memory.tokens import TokenCounter
+from memory.tokens import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, TokenCounter
 from providers.base import ChatMessage, ProviderRequest, TextDelta
 from providers.errors import ProviderError
 from providers.router import RouteChosen, Router
 from providers.usage import Usage, UsageSnapshot, accumulate, final_usage
 
 log = structlog.get_logger("chatgate.turn")
+SETTLE_ATTEMPTS = 4
+SETTLE_BACKOFF_S = 0.05
 
 
 @dataclass(slots=True)
@@ -78,6 +82,9 @@ class TurnState:
     outcome: str = "error"
     admission: Admission | None = None
     settled: bool = False
+    new_conversation: bool = False
+    attempted: ProviderSpec | None = None  # the chain's first link, priced when none answered
+    usage: Usage | None = None  # computed once, after the stream has ended
 
     def mark(self, stage: str) -> None:
         self.timings[stage] = round((time.perf_counter() - self.started_at) * 1000, 3)
@@ -122,6 +129,7 @@ class ChatService:
                  clock: Callable[[], float] = time.time) -> None:
         self._config = config
         self._summarizer = summarizer
+        self._background: set[asyncio.Future[None]] = set()
         self._cache = cache
         self._preferences = preferences
         self._fingerprints = {name: hashlib.sha256(repr(brand).encode()).hexdigest()[:16]
@@ -164,9 +172,10 @@ class ChatService:
         brand, plan = self._brand_and_plan(principal)
         chain = self._chain(brand, frame.model)
         await self._gate.check_rate(principal, brand)
-        loaded = await self._load_conversation(principal, frame.conversation_id)
-        state.conversation_id = loaded.conversation_id
-        prefs = await self._preferences.get(brand.name, principal.user_id)
+        loaded, prefs = await asyncio.gather(
+            self._load_conversation(principal, frame.conversation_id),
+            self._preferences.get(brand.name, principal.user_id))
+        state.conversation_id, state.new_conversation = loaded.conversation_id, loaded.is_new
         state.mark("conversation")
         requested = frame.max_tokens or self._config.limits.default_max_tokens
         context, max_tokens = self._assemble(brand, plan, loaded, frame, requested, prefs)
@@ -181,10 +190,8 @@ class ChatService:
     async def _answer(self, state: TurnState, sink: Sink, control: TurnControl,
                       turn: _TurnPlan, lead: tuple[CacheKey, Flight] | None = None) -> None:
         """Reserve, stream from the provider chain, record, settle, (cache), send ``done``."""
-        state.admission = await self._gate.admit(
-            state.principal, turn.brand, turn.plan, conversation_id=state.conversation_id,
-            request_id=state.request_id, prompt_tokens=turn.context.prompt_tokens,
-            max_tokens=turn.max_tokens)
+        state.admission = await self._admit(state, turn)
+        state.attempted = turn.chain[0]
         state.mark("reserve")
         request = ProviderRequest(model=turn.chain[0].model, messages=turn.context.messages,
                                   max_tokens=state.admission.max_tokens,
@@ -192,7 +199,12 @@ class ChatService:
         events = self._router.stream(turn.brand.name, turn.chain, request)
         await self._stream(state, sink, control, events)
         state.mark("stream")
-        await self._record(state, turn.loaded, turn.plan)
+        if not state.provider:  # cancelled before any provider answered: start, then done
+            spec = turn.chain[0]
+            await sink.send(StartFrame(state.frame.id, state.conversation_id, spec.kind,
+                                       spec.model))
+        if state.text:  # an empty (cancelled) answer is not history
+            await self._record(state, turn.loaded, turn.plan)
         await self._settle(state)
         if lead is not None:
             await self._publish(state, turn, *lead)
@@ -201,6 +213,27 @@ class ChatService:
         if self._summarizer and turn.context.history_included < turn.context.history_total:
             self._summarizer.schedule(turn.brand.name, state.principal.user_id,
                                       state.conversation_id)
+
+    async def _admit(self, state: TurnState, turn: _TurnPlan) -> Admission:
+        """Reserve under a shield: if the client goes away while the script runs, the
+        reservation it made is released at once instead of waiting for its lease."""
+        reserve = asyncio.ensure_future(self._gate.admit(
+            state.principal, turn.brand, turn.plan, conversation_id=state.conversation_id,
+            request_id=state.request_id, prompt_tokens=turn.context.prompt_tokens,
+            max_tokens=turn.max_tokens))
+        try:
+            return await asyncio.shield(reserve)
+        except asyncio.CancelledError:
+            reserve.add_done_callback(functools.partial(self._release_late, state))
+            raise
+
+    def _release_late(self, state: TurnState, reserve: asyncio.Future[Admission]) -> None:
+        if reserve.cancelled() or reserve.exception() is not None:
+            return
+        state.admission, state.usage = reserve.result(), Usage(0, 0)
+        task = asyncio.ensure_future(self._settle(state))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # --- response cache -----------------------------------------------------------------
 
@@ -307,21 +340,38 @@ class ChatService:
             brand.system_prompt, preferences_prompt(prefs),
             *(m.content for m in prior if m.role == "system")] if p).strip()
         head = [ChatMessage("system", system_prompt)] if system_prompt else []
-        floor = self._counter.count_messages([*head, new_message])
+        known: dict[ChatMessage, int] = {}  # message -> tokens: nothing is encoded twice
+        count_messages = functools.partial(self._count_known, known)
+        floor = count_messages([*head, new_message])
         if floor >= plan.max_context_window:
             raise InvalidRequest(f"message too long: it needs {floor} tokens and this plan's "
                                  f"context window is {plan.max_context_window}")
         max_tokens = min(requested, plan.max_context_window - floor)
-        history = [*(m for m in prior if m.role != "system"),
-                   *(ChatMessage(m.role, m.content) for m in loaded.messages)]
+        history = [m for m in prior if m.role != "system" and m.content]
+        for stored in loaded.messages:
+            if stored.content:  # an empty message is never sent upstream
+                message = ChatMessage(stored.role, stored.content)
+                if stored.tokens:
+                    known[message] = TOKENS_PER_MESSAGE + stored.tokens
+                history.append(message)
         try:
             context = assemble_context(
                 system_prompt=system_prompt, summary=loaded.summary, history=history,
                 new_message=new_message, window=plan.max_context_window,
-                max_tokens=max_tokens, count_messages=self._counter.count_messages)
+                max_tokens=max_tokens, count_messages=count_messages)
         except ContextTooLarge as exc:  # cannot happen after the floor check; kept typed
             raise InvalidRequest(str(exc)) from None
         return context, max_tokens
+
+    def _count_known(self, known: dict[ChatMessage, int],
+                     messages: Sequence[ChatMessage]) -> int:
+        total = REPLY_PRIMING_TOKENS
+        for message in messages:
+            tokens = known.get(message)
+            if tokens is None:
+                tokens = known[message] = self._counter.count_message(message)
+            total += tokens
+        return total
 
     async def _stream(self, state: TurnState, sink: Sink, control: TurnControl,
                       events: AsyncIterator[object]) -> None:
@@ -365,7 +415,7 @@ class ChatService:
             user_message=StoredMessage("user", state.frame.content, now,
                                        self._counter.count(state.frame.content)),
             assistant_message=StoredMessage("assistant", state.text, now,
-                                            usage.completion_tokens),
+                                            self._counter.count(state.text)),
             provider=state.provider, model=state.model, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, cost_usd=self._cost(state.model, usage),
             outcome=state.outcome, cached=state.cached, created_at=now,
@@ -376,10 +426,21 @@ class ChatService:
     # --- endings ------------------------------------------------------------------------
 
     def _usage(self, state: TurnState) -> Usage:
-        if state.cached:
-            return Usage(0, 0)
-        return final_usage(state.snapshot, counted_prompt=state.prompt_tokens,
-                           count_completion=lambda: self._counter.count(state.text))
+        """What the turn is billed, computed once after its stream ended: provider figures
+        where reported, else counted; nothing when no provider answered and none reported
+        usage (a refused or failed request), the prompt plus output for a broken stream."""
+        if state.usage is None:
+            unanswered = not state.provider and state.snapshot.reported_prompt is None
+            if state.cached or (unanswered and state.outcome != "cancelled"):
+                state.usage = Usage(0, 0)
+            else:
+                state.usage = final_usage(
+                    state.snapshot, counted_prompt=state.prompt_tokens,
+                    count_completion=lambda: self._counter.count(state.text))
+        return state.usage
+
+    def _priced_model(self, state: TurnState) -> str:
+        return state.model or (state.attempted.model if state.attempted else "")
 
     def _cost(self, model: str, usage: Usage) -> float:
         return round(cost_usd(self._config.price(model), usage.prompt_tokens,
@@ -389,7 +450,8 @@ class ChatService:
         usage = self._usage(state)
         state.mark("total")
         return DoneFrame(id=state.frame.id, conversation_id=state.conversation_id,
-                         usage=usage.as_dict(), cost_usd=self._cost(state.model, usage),
+                         usage=usage.as_dict(),
+                         cost_usd=self._cost(self._priced_model(state), usage),
                          cached=state.cached, finish_reason=state.outcome,
                          timings_ms=dict(state.timings))
 
@@ -398,7 +460,7 @@ class ChatService:
         if state.admission is None:
             self._metrics.refusals.labels(state.principal.brand, error.code).inc()
         extra = dict(error.extra)
-        if state.conversation_id:
+        if state.conversation_id and not state.new_conversation:
             extra.setdefault("conversation_id", state.conversation_id)
         try:
             await sink.send(ErrorFrame(state.frame.id, error.code, error.message, extra))
@@ -409,11 +471,22 @@ class ChatService:
         """Settle once: before ``done`` on success, from ``finally`` on every other path."""
         if state.admission is None or state.settled:
             return
-        state.settled = True
         usage = self._usage(state)
-        cost = self._cost(state.model, usage)
-        await asyncio.shield(self._gate.settle(state.principal, state.admission,
-                                               usage=usage, cost_usd=cost))
+        cost = self._cost(self._priced_model(state), usage)
+        for attempt in range(SETTLE_ATTEMPTS):  # settling is idempotent per request id
+            try:
+                await asyncio.shield(self._gate.settle(state.principal, state.admission,
+                                                       usage=usage, cost_usd=cost))
+                break
+            except (OSError, RedisError) as exc:
+                log.warning("settle_failed", request_id=state.request_id, attempt=attempt + 1,
+                            error=type(exc).__name__)
+                await asyncio.sleep(SETTLE_BACKOFF_S * 2 ** attempt)
+        else:
+            log.error("settle_abandoned", request_id=state.request_id,
+                      tokens=usage.total_tokens)  # the lease releases the reservation
+            return
+        state.settled = True
         brand = state.principal.brand
         self._metrics.tokens.labels(brand, "prompt").inc(usage.prompt_tokens)
         self._metrics.tokens.labels(brand, "completion").inc(usage.completion_tokens)

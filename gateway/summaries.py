@@ -94,7 +94,9 @@ class Summarizer:
         if not summary:
             return False
         covers = start + covered
-        await self._history.save_summary(brand_name, user_id, conversation_id, summary, covers)
+        if not await self._history.save_summary(brand_name, user_id, conversation_id, summary,
+                                                covers):
+            return False  # deleted (or expired) meanwhile
         await self._hot.set_summary(brand_name, conversation_id, summary)
         log.info("summary_stored", brand=brand_name, conversation_id=conversation_id,
                  covers_messages=covers)

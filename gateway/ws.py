@@ -42,16 +42,41 @@ HARD_FRAME_LIMIT_FACTOR = 16
 
 
 class QueueSink:
-    """A sink onto a connection's bounded outbound queue."""
+    """A sink onto a connection's bounded outbound queue.
 
-    def __init__(self, queue: asyncio.Queue[bytes | None]) -> None:
+    A producer waiting for room in a full queue is released (``SinkClosed``) the moment
+    the connection closes, so a dead writer can never strand a turn."""
+
+    def __init__(self, queue: asyncio.Queue[bytes]) -> None:
         self._queue = queue
-        self.closed = False
+        self._closed = asyncio.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self) -> None:
+        self._closed.set()
 
     async def send(self, frame: ServerFrame) -> None:
         if self.closed:
             raise SinkClosed()
-        await self._queue.put(encode_frame(frame))
+        data = encode_frame(frame)
+        try:
+            self._queue.put_nowait(data)
+            return
+        except asyncio.QueueFull:
+            pass
+        put = asyncio.ensure_future(self._queue.put(data))
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({put, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not put.done():
+                put.cancel()
+        if not put.done() or put.cancelled():
+            raise SinkClosed()
 
 
 class WebSocketSession:
@@ -63,7 +88,7 @@ class WebSocketSession:
         self._service = service
         self._principal = principal
         self._limits = limits
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(limits.outbound_queue_frames)
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(limits.outbound_queue_frames)
         self._sink = QueueSink(self._queue)
         self._inflight: dict[str, tuple[asyncio.Task[TurnState], TurnControl]] = {}
 
@@ -76,23 +101,23 @@ class WebSocketSession:
                 elif message.type == WSMsgType.ERROR:
                     break
         finally:
-            self._sink.closed = True
+            self._sink.close()
             await self._cancel_all()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
 
     async def _write_loop(self) -> None:
-        while True:
-            data = await self._queue.get()
-            if data is None or self._ws.closed:
-                self._sink.closed = True
-                return
-            try:
+        try:
+            while not self._ws.closed:
+                data = await self._queue.get()
                 await self._ws.send_frame(data, WSMsgType.TEXT)
-            except (ConnectionError, RuntimeError):
-                self._sink.closed = True
-                return
+        except (ConnectionError, RuntimeError):
+            pass
+        # The client is gone: release waiting producers and end the reader loop too.
+        self._sink.close()
+        if not self._ws.closed:
+            await self._ws.close(code=WSCloseCode.ABNORMAL_CLOSURE)
 
     async def _on_frame(self, data: bytes | str, *, binary: bool) -> None:
         try:
@@ -111,12 +136,15 @@ class WebSocketSession:
                 if frame_id in self._inflight:
                     self._inflight[frame_id][1].cancel()
             case PingFrame():
-                await self._sink.send(PongFrame())
+                with contextlib.suppress(SinkClosed):
+                    await self._sink.send(PongFrame())
 
     async def _start_chat(self, frame: ChatFrame) -> None:
         if frame.id in self._inflight:
-            await self._send_error(frame.id, InvalidRequest(f"chat {frame.id!r} is already "
-                                                            "in flight on this socket"))
+            # Not under the live chat's id: its stream goes on and must stay unambiguous.
+            await self._send_error(None, InvalidRequest(
+                f"chat {frame.id!r} is already in flight on this socket",
+                duplicate_id=frame.id))
             return
         if len(self._inflight) >= self._limits.max_chats_per_socket:
             await self._send_error(frame.id, RateLimited(

@@ -29,6 +29,15 @@ _CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}$")
 _PLAIN_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
+# HSET only when the hash exists (an atomic check-and-set).
+_SET_IF_PRESENT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+"""
+
+
 def new_conversation_id() -> str:
     return uuid.uuid4().hex
 
@@ -72,7 +81,7 @@ class HotMemory:
             pipe.expire(meta_key, self.ttl_s)
             pipe.expire(msgs_key, self.ttl_s)
             meta, raw_messages, *_ = await pipe.execute()
-        if not meta:
+        if b"owner" not in meta:  # absent (or a stray field): not a hot conversation
             return None
         return HotConversation(
             owner=meta[b"owner"].decode(),
@@ -100,8 +109,10 @@ class HotMemory:
             await pipe.execute()
 
     async def set_summary(self, brand: str, conversation_id: str, summary: str) -> None:
+        """Update a hot conversation's summary; never recreates one that expired or was
+        deleted (its content must not come back)."""
         meta_key, _ = self._keys(brand, conversation_id)
-        await self._redis.hset(meta_key, "summary", summary)
+        await self._redis.eval(_SET_IF_PRESENT, 1, meta_key, "summary", summary)
 
     async def forget(self, brand: str, conversation_id: str) -> None:
         await self._redis.delete(*self._keys(brand, conversation_id))

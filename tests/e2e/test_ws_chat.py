@@ -111,6 +111,8 @@ async def test_duplicate_id_in_flight_is_refused(tmp_path, redis_url: str) -> No
         seen = [await sock.receive() for _ in range(2)]
         errors = [f for f in seen if f["type"] == "error"]
         assert len(errors) == 1 and "already in flight" in errors[0]["message"]
+        assert errors[0]["id"] is None and errors[0]["duplicate_id"] == "same"
+        assert (await sock.collect("same")).last["type"] == "done"  # the first one goes on
 
 
 async def test_cancel_ends_turn_with_cancelled_done(tmp_path, redis_url: str) -> None:
@@ -233,3 +235,44 @@ async def test_second_turn_reaches_openai_with_first_turn(tmp_path, redis_url: s
     ]
     assert second_request["stream"] is True
     assert second_request["stream_options"] == {"include_usage": True}
+
+
+async def test_cancel_before_first_token_sends_start_then_done_and_stores_nothing(
+        tmp_path, redis_url: str) -> None:
+    from tests.gateway_harness import make_config, running_gateway, runtime_of
+
+    config = make_config(tmp_path, redis_url, mock={"first_token_delay_ms": 5000})
+    async with running_gateway(config) as server, aiohttp.ClientSession() as http, \
+            http.ws_connect(server.make_url("/v1/ws"), params={"token": token()}) as ws:
+        sock = ChatSocket(ws)
+        await sock.send({"type": "chat", "id": "c1", "content": "hello"})
+        await sock.send({"type": "cancel", "id": "c1"})
+        result = await sock.collect("c1")
+        runtime = runtime_of(server)
+        usage = await runtime.ledger.usage("growain", "alice")
+        hot = await runtime.hot.load("growain", result.frames[0]["conversation_id"])
+    assert result.kinds == ["start", "done"]
+    assert result.last["finish_reason"] == "cancelled"
+    assert hot is None  # an empty answer is not history
+    # Billed for the prompt the provider received, nothing generated; nothing held back.
+    assert result.last["usage"]["completion_tokens"] == 0
+    assert usage.user_day.used == result.last["usage"]["prompt_tokens"] > 0
+    assert usage.user_day.reserved == 0
+
+
+async def test_a_provider_that_never_answers_bills_nothing(
+        tmp_path, redis_url: str) -> None:
+    from tests.gateway_harness import make_config, openai_brands, running_gateway, runtime_of
+    from tests.redis_server import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    overrides = openai_brands(dead, "growain")
+    overrides["providers"]["openai"]["max_retries"] = 0
+    config = make_config(tmp_path, redis_url, **overrides)
+    async with running_gateway(config) as server, aiohttp.ClientSession() as http, \
+            http.ws_connect(server.make_url("/v1/ws"), params={"token": token()}) as ws:
+        result = await ChatSocket(ws).chat("hello")
+        usage = await runtime_of(server).ledger.usage("growain", "alice")
+    assert result.kinds == ["error"] and result.last["code"] == "provider_error"
+    assert "conversation_id" not in result.last  # the new conversation was never stored
+    assert (usage.user_day.used, usage.user_day.reserved) == (0, 0)
