@@ -69,7 +69,9 @@ async def dev_token(request: web.Request) -> web.Response:
     """Dev tokens for the chat page: only with the generated dev secret, only on loopback."""
     runtime = request.app[RUNTIME]
     secret = runtime.dev_secret
-    if secret is None or runtime.config.settings.jwt_secret or not _is_loopback(request):
+    proxied = "X-Forwarded-For" in request.headers or "Forwarded" in request.headers
+    if (secret is None or runtime.config.settings.jwt_secret or proxied
+            or not _is_loopback(request)):
         raise Forbidden("dev tokens are only issued on loopback with the generated dev secret")
     user, brand = request.query.get("user", ""), request.query.get("brand", "")
     plan = request.query.get("plan", "free")

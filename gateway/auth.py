@@ -8,6 +8,7 @@ algorithm the key was not made for is refused. Claims: ``sub``, ``brand``, ``pla
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from gateway.config import Config
 from gateway.errors import Unauthorized
 
 REQUIRED_CLAIMS = ("sub", "brand", "plan", "exp")
+RESERVED_PREFIX = "~"  # internal principals (e.g. the brand-billed summarizer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +55,25 @@ class TokenVerifier:
         else:
             raise ValueError("a JWT secret, public key or JWKS URL is required")
 
+    async def verify_async(self, token: str) -> Principal:
+        """Like :meth:`verify`; a JWKS key lookup (HTTP, cached) runs off the event loop."""
+        if self._jwks is None:
+            return self.verify(token)
+        try:
+            signing = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+        except jwt.PyJWTError:
+            raise Unauthorized("invalid token") from None
+        return self._decode(token, signing.key)
+
     def verify(self, token: str) -> Principal:
         try:
             key = self._jwks.get_signing_key_from_jwt(token).key if self._jwks else self._key
+        except jwt.PyJWTError:
+            raise Unauthorized("invalid token") from None
+        return self._decode(token, key)
+
+    def _decode(self, token: str, key: object) -> Principal:
+        try:
             claims = jwt.decode(token, key, algorithms=self._algorithms,  # type: ignore[arg-type]
                                 options={"require": list(REQUIRED_CLAIMS)})
         except jwt.ExpiredSignatureError:
@@ -69,6 +87,8 @@ class TokenVerifier:
         if not all(isinstance(v, str) and v for v in (sub, brand, plan)):
             raise Unauthorized("token claims sub, brand and plan must be non-empty strings")
         assert isinstance(sub, str) and isinstance(brand, str) and isinstance(plan, str)
+        if sub.startswith(RESERVED_PREFIX):
+            raise Unauthorized(f"user ids starting with {RESERVED_PREFIX!r} are reserved")
         if self._config.brand(brand) is None:
             raise Unauthorized("unknown brand")
         if self._config.plan(plan) is None:
@@ -79,13 +99,14 @@ class TokenVerifier:
         return Principal(user_id=sub, brand=brand, plan=plan, roles=frozenset(roles))
 
 
-def token_from_request(request: web.Request) -> str:
-    """The bearer token of the ``Authorization`` header, else the ``token`` query parameter."""
+def token_from_request(request: web.Request, *, allow_query: bool = False) -> str:
+    """The bearer token of the ``Authorization`` header, else (for browsers' WebSockets
+    only, ``allow_query``) the ``token`` query parameter."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    query = request.query.get("token", "")
+    query = request.query.get("token", "") if allow_query else ""
     if query:
         return query
     raise Unauthorized("missing bearer token")

@@ -19,7 +19,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from providers.errors import ProviderError, ProviderTimeout, StreamInterrupted
+from providers.errors import (
+    CircuitOpen,
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderOverloaded,
+    ProviderRateLimited,
+    ProviderTimeout,
+    StreamInterrupted,
+)
 
 
 class GatewayError(Exception):
@@ -83,6 +93,16 @@ class InternalError(GatewayError):
     code, status = "internal", 500
 
 
+_REASONS: dict[type[ProviderError], str] = {
+    ProviderRateLimited: "is rate limiting us",
+    ProviderOverloaded: "is overloaded or unavailable",
+    CircuitOpen: "is temporarily skipped after repeated failures",
+    ProviderConnectionError: "could not be reached or dropped the connection",
+    ProviderBadRequest: "rejected the request",
+    ProviderAuthError: "refused our credentials",
+}
+
+
 def from_provider_error(exc: ProviderError) -> GatewayError:
     """The one translation from provider failures to what the client is told."""
     cause = exc.cause if isinstance(exc, StreamInterrupted) else exc
@@ -90,5 +110,5 @@ def from_provider_error(exc: ProviderError) -> GatewayError:
     provider = cause.provider or "the provider"
     if isinstance(cause, ProviderTimeout):
         return ProviderTimedOut(f"{provider} timed out{after}", provider=cause.provider)
-    return ProviderFailed(f"{provider} failed{after}: {type(cause).__name__}",
-                          provider=cause.provider)
+    reason = _REASONS.get(type(cause), "failed")
+    return ProviderFailed(f"{provider} {reason}{after}", provider=cause.provider)

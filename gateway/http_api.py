@@ -20,12 +20,12 @@ from memory.preferences import PreferenceError, validate_preferences
 from memory.warm.base import InvalidCursor
 
 
-def principal_of(request: web.Request) -> Principal:
-    return request.app[RUNTIME_KEY].verifier.verify(token_from_request(request))
+async def principal_of(request: web.Request) -> Principal:
+    return await request.app[RUNTIME_KEY].verifier.verify_async(token_from_request(request))
 
 
-def _admin_of(request: web.Request) -> Principal:
-    principal = principal_of(request)
+async def _admin_of(request: web.Request) -> Principal:
+    principal = await principal_of(request)
     if not principal.is_admin or principal.brand != request.match_info["brand"]:
         raise Forbidden("admin role for this brand required")
     return principal
@@ -60,7 +60,7 @@ def _conversation_id(request: web.Request) -> str:
 
 
 async def list_conversations(request: web.Request) -> web.Response:
-    principal, runtime = principal_of(request), request.app[RUNTIME_KEY]
+    principal, runtime = await principal_of(request), request.app[RUNTIME_KEY]
     limit = _int_query(request, "limit", 50, lo=1, hi=200)
     try:
         page = await runtime.history.list_conversations(
@@ -72,7 +72,7 @@ async def list_conversations(request: web.Request) -> web.Response:
 
 
 async def get_conversation(request: web.Request) -> web.Response:
-    principal, runtime = principal_of(request), request.app[RUNTIME_KEY]
+    principal, runtime = await principal_of(request), request.app[RUNTIME_KEY]
     conversation_id = _conversation_id(request)
     meta = await runtime.history.get_conversation(principal.brand, principal.user_id,
                                                   conversation_id)
@@ -90,17 +90,19 @@ async def get_conversation(request: web.Request) -> web.Response:
 
 
 async def delete_conversation(request: web.Request) -> web.Response:
-    principal, runtime = principal_of(request), request.app[RUNTIME_KEY]
+    principal, runtime = await principal_of(request), request.app[RUNTIME_KEY]
     conversation_id = _conversation_id(request)
     if await runtime.conversations.load(principal.brand, principal.user_id,
                                         conversation_id) is None:
         raise NotFound("conversation not found")
-    await runtime.delete_conversation(principal.brand, principal.user_id, conversation_id)
+    plan = runtime.config.plan(principal.plan)
+    await runtime.delete_conversation(principal.brand, principal.user_id, conversation_id,
+                                      archived=plan is not None and plan.archive)
     return web.json_response({"deleted": True, "conversation_id": conversation_id})
 
 
 async def usage(request: web.Request) -> web.Response:
-    principal, runtime = principal_of(request), request.app[RUNTIME_KEY]
+    principal, runtime = await principal_of(request), request.app[RUNTIME_KEY]
     plan = runtime.config.plans[principal.plan]
     brand = runtime.config.brands[principal.brand]
     view = await runtime.ledger.usage(principal.brand, principal.user_id)
@@ -121,7 +123,7 @@ async def usage(request: web.Request) -> web.Response:
 
 
 async def admin_brand_usage(request: web.Request) -> web.Response:
-    principal, runtime = _admin_of(request), request.app[RUNTIME_KEY]
+    principal, runtime = await _admin_of(request), request.app[RUNTIME_KEY]
     month = request.query.get("month")
     if month is not None and not (len(month) == 6 and month.isdigit()):
         raise InvalidRequest("month must be YYYYMM")
@@ -134,7 +136,7 @@ async def admin_brand_usage(request: web.Request) -> web.Response:
 
 
 async def admin_audit(request: web.Request) -> web.Response:
-    principal, runtime = _admin_of(request), request.app[RUNTIME_KEY]
+    principal, runtime = await _admin_of(request), request.app[RUNTIME_KEY]
     limit = _int_query(request, "limit", 100, lo=1, hi=1000)
     try:
         page = await runtime.history.list_audit(principal.brand,
@@ -146,12 +148,12 @@ async def admin_audit(request: web.Request) -> web.Response:
 
 
 async def get_preferences(request: web.Request) -> web.Response:
-    principal, runtime = principal_of(request), request.app[RUNTIME_KEY]
+    principal, runtime = await principal_of(request), request.app[RUNTIME_KEY]
     return web.json_response(await runtime.preferences.get(principal.brand, principal.user_id))
 
 
 async def put_preferences(request: web.Request) -> web.Response:
-    principal, runtime = principal_of(request), request.app[RUNTIME_KEY]
+    principal, runtime = await principal_of(request), request.app[RUNTIME_KEY]
     try:
         prefs = validate_preferences(await _json_body(request))
     except PreferenceError as exc:
@@ -163,7 +165,7 @@ async def put_preferences(request: web.Request) -> web.Response:
 
 
 async def admin_cache_invalidate(request: web.Request) -> web.Response:
-    principal, runtime = principal_of(request), request.app[RUNTIME_KEY]
+    principal, runtime = await principal_of(request), request.app[RUNTIME_KEY]
     if not principal.is_admin:
         raise Forbidden("admin role required")
     body = await _json_body(request)

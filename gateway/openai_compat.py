@@ -160,7 +160,7 @@ class CompletionSink:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME_KEY]
-    principal = principal_of(request)
+    principal = await principal_of(request)
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:

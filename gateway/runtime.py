@@ -68,11 +68,13 @@ class Runtime:
     def embedded(self) -> bool:
         return is_embedded(self.config.settings.redis_url)
 
-    async def delete_conversation(self, brand: str, user_id: str, conversation_id: str) -> None:
-        """Remove a conversation from every tier (the caller checked ownership)."""
+    async def delete_conversation(self, brand: str, user_id: str, conversation_id: str, *,
+                                  archived: bool) -> None:
+        """Remove a conversation from every tier (the caller checked ownership); the cold
+        archive is searched only for plans that archive."""
         await self.hot.forget(brand, conversation_id)
         await self.history.delete_conversation(brand, user_id, conversation_id)
-        if self.archive is not None:
+        if self.archive is not None and archived:
             await self.archive.delete_conversation(brand, user_id, conversation_id)
 
 

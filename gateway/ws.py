@@ -178,7 +178,7 @@ async def open_session(request: web.Request, *, service: ChatService, verifier: 
     """Authenticate (``Unauthorized`` becomes a 401 before any upgrade), then serve.
 
     Open sockets are kept in ``registry`` so that shutdown can close them (1001)."""
-    principal = verifier.verify(token_from_request(request))
+    principal = await verifier.verify_async(token_from_request(request, allow_query=True))
     ws = web.WebSocketResponse(
         heartbeat=limits.heartbeat_s, decode_text=False,
         max_msg_size=limits.max_frame_bytes * HARD_FRAME_LIMIT_FACTOR,

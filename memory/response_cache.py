@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -31,6 +32,10 @@ from memory.hot import user_key
 from memory.redis_client import RedisClient
 
 _SPACE = re.compile(r"\s+")
+_DELETE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 LOCK_MS = 30_000
 POLL_S = 0.05
 
@@ -62,6 +67,7 @@ class CachedAnswer:
 class CacheKey:
     brand: str
     digest: str
+    owner: str = field(default_factory=lambda: secrets.token_hex(8))  # this turn's lock token
 
     @property
     def entry(self) -> str:
@@ -140,7 +146,7 @@ class ResponseCache:
     async def lock_or_wait(self, key: CacheKey) -> CachedAnswer | None:
         """Take the cross-process lock (None: go ahead and answer), or return the answer
         another leader stored (waiting for it while another process holds the lock)."""
-        if await self._redis.set(key.lock, b"1", nx=True, px=LOCK_MS):
+        if await self._redis.set(key.lock, key.owner, nx=True, px=LOCK_MS):
             # Double-check: a leader may have stored the answer since our first lookup.
             answer = await self.get(key)
             if answer is not None:
@@ -158,7 +164,8 @@ class ResponseCache:
         return None
 
     async def unlock(self, key: CacheKey) -> None:
-        await self._redis.delete(key.lock)
+        """Release the lock if this turn still holds it (never another process's)."""
+        await self._redis.eval(_DELETE_IF_OWNER, 1, key.lock, key.owner)
 
     async def invalidate(self, brand: str, *, scope: str, model: str | None = None,
                          user_id: str | None = None) -> int:

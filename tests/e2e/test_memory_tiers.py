@@ -168,6 +168,8 @@ async def test_long_conversation_stays_in_window_and_summary_is_billed_to_brand(
             # Provider-reported prompt (the mock counts what it received) fits the window.
             assert usage["prompt_tokens"] + max_tokens <= window
             user_tokens += usage["total_tokens"]
+        if runtime.persister is not None:
+            await runtime.persister.drain()  # write-behind: every turn into warm history
         await runtime.summarizer.drain()
         meta = await runtime.history.get_conversation("growain", "alice", conversation_id)
         usage_view = await runtime.ledger.usage("growain", "alice")

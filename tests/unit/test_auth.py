@@ -212,7 +212,7 @@ def test_alg_none_is_refused_by_rs256_verifier(config: Config, rsa_pems: tuple[s
 def test_bearer_header_is_preferred_over_query() -> None:
     request = make_mocked_request("GET", "/v1/ws?token=from-query",
                                   headers={"Authorization": "Bearer from-header"})
-    assert token_from_request(request) == "from-header"
+    assert token_from_request(request, allow_query=True) == "from-header"
 
 
 def test_bearer_scheme_is_case_insensitive() -> None:
@@ -222,17 +222,32 @@ def test_bearer_scheme_is_case_insensitive() -> None:
 
 def test_query_token_when_no_header() -> None:
     request = make_mocked_request("GET", "/v1/ws?token=from-query")
-    assert token_from_request(request) == "from-query"
+    assert token_from_request(request, allow_query=True) == "from-query"
+
+
+def test_query_token_is_refused_where_not_allowed() -> None:
+    """Only the browser WebSocket may carry its token in the URL (it ends up in logs)."""
+    request = make_mocked_request("GET", "/v1/usage?token=from-query")
+    with pytest.raises(Unauthorized):
+        token_from_request(request)
 
 
 @pytest.mark.parametrize("header", ["Basic dXNlcjpwdw==", "Bearer ", "Bearer", "tok"])
 def test_query_token_when_header_is_not_a_usable_bearer(header: str) -> None:
     request = make_mocked_request("GET", "/v1/ws?token=from-query",
                                   headers={"Authorization": header})
-    assert token_from_request(request) == "from-query"
+    assert token_from_request(request, allow_query=True) == "from-query"
 
 
 def test_no_token_is_unauthorized() -> None:
     request = make_mocked_request("GET", "/v1/ws?token=")
     with pytest.raises(Unauthorized):
-        token_from_request(request)
+        token_from_request(request, allow_query=True)
+
+
+def test_reserved_internal_user_ids_are_refused() -> None:
+    from gateway.config import load_config
+
+    verifier = TokenVerifier(load_config(env={}), secret="s" * 32)
+    with pytest.raises(Unauthorized):
+        verifier.verify(issue_token("s" * 32, user="~summarizer", brand="growain"))

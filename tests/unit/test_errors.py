@@ -121,7 +121,14 @@ def test_interrupted_connection_error_maps_to_provider_error_and_says_it_had_sta
 
 def test_unnamed_provider_is_described_generically() -> None:
     error = from_provider_error(ProviderOverloaded("x"))
-    assert error.message.startswith("the provider failed")
+    assert error.message == "the provider is overloaded or unavailable"
+
+
+def test_client_messages_name_no_internal_classes() -> None:
+    for cause in (ProviderOverloaded("x", provider="openai"),
+                  ProviderTimeout("x", provider="openai")):
+        message = from_provider_error(StreamInterrupted(cause)).message
+        assert "Provider" not in message and message.startswith("openai ")
 
 
 # --- HTTP responses ----------------------------------------------------------------------
