@@ -226,6 +226,9 @@ class LambdaGateway:
         if sink.failure is not None:
             log.info("turn_ended_by_delivery", chat_id=frame.id, gone=sink.failure.gone)
         await self._emit_metrics(principal, state, sink)
+        # Lambda freezes the environment once the handler returns: a rolling summary the
+        # turn started in the background must finish within this invocation.
+        await self.runtime.summarizer.drain()
 
     async def _watch_cancel(self, connection_id: str, chat_id: str, control: TurnControl,
                             finished: asyncio.Event) -> None:
