@@ -82,7 +82,5 @@ class ConversationStore:
     async def record(self, conversation: LoadedConversation, turn: TurnRecord) -> None:
         messages: Sequence[StoredMessage] = (turn.user_message, turn.assistant_message)
         await self._hot.store(conversation.brand, conversation.conversation_id,
-                              conversation.owner, messages)
-        await self._hot.touch_session(conversation.brand, conversation.owner,
-                                      conversation.conversation_id)
+                              conversation.owner, messages, touch_session=True)
         await self._journal.append(turn)

@@ -91,8 +91,9 @@ class HotMemory:
 
     async def store(self, brand: str, conversation_id: str, owner: str,
                     messages: Sequence[StoredMessage], *, summary: str | None = None,
-                    replace: bool = False) -> None:
-        """Append ``messages`` (or replace the list, on rehydration) and slide the TTL."""
+                    replace: bool = False, touch_session: bool = False) -> None:
+        """Append ``messages`` (or replace the list, on rehydration) and slide the TTL; with
+        ``touch_session``, also mark this as the owner's current conversation (same trip)."""
         meta_key, msgs_key = self._keys(brand, conversation_id)
         mapping: dict[Any, Any] = {"owner": owner, "updated_at": repr(self._clock())}
         if summary is not None:
@@ -106,6 +107,8 @@ class HotMemory:
                 pipe.ltrim(msgs_key, -self._max, -1)
             pipe.expire(meta_key, self.ttl_s)
             pipe.expire(msgs_key, self.ttl_s)
+            if touch_session:
+                self._touch_session(pipe, brand, owner, conversation_id)
             await pipe.execute()
 
     async def set_summary(self, brand: str, conversation_id: str, summary: str) -> None:
@@ -118,9 +121,12 @@ class HotMemory:
         await self._redis.delete(*self._keys(brand, conversation_id))
 
     async def touch_session(self, brand: str, user_id: str, conversation_id: str) -> None:
-        key = f"cg:{{{brand}}}:sess:{user_key(user_id)}"
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping={"conversation_id": conversation_id,
-                                    "last_seen": repr(self._clock())})
-            pipe.expire(key, self.ttl_s)
+            self._touch_session(pipe, brand, user_id, conversation_id)
             await pipe.execute()
+
+    def _touch_session(self, pipe: Any, brand: str, user_id: str, conversation_id: str) -> None:
+        key = f"cg:{{{brand}}}:sess:{user_key(user_id)}"
+        pipe.hset(key, mapping={"conversation_id": conversation_id,
+                                "last_seen": repr(self._clock())})
+        pipe.expire(key, self.ttl_s)
