@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) .chatgate .pytest_cache .mypy_cache .ruff_cache

@@ -22,7 +22,8 @@ def is_embedded(url: str) -> bool:
 
 
 def connect_redis(url: str, **options: Any) -> RedisClient:
-    """A client for ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://`` or ``memory://``.
+    """A client for ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+    ``rediss+cluster://`` or ``memory://``.
 
     Cluster clients expose the same command API; they are returned under the same type
     because every script we run keeps its keys in one hash slot.
@@ -34,10 +35,10 @@ def connect_redis(url: str, **options: Any) -> RedisClient:
         name = url.removeprefix("memory://") or "chatgate"
         client: RedisClient = fakeredis.FakeAsyncRedis(host=f"embedded-{name}", **options)
         return client
-    if url.startswith("redis+cluster://"):
-        cluster = RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"),
-                                        **options)
-        return cluster  # type: ignore[return-value]
+    for scheme, plain in (("redis+cluster://", "redis://"), ("rediss+cluster://", "rediss://")):
+        if url.startswith(scheme):  # rediss+cluster: TLS, as ElastiCache Serverless requires
+            cluster = RedisCluster.from_url(plain + url.removeprefix(scheme), **options)
+            return cluster  # type: ignore[return-value]
     # A blocking pool: under load, callers wait for a connection instead of failing.
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=options.pop("max_connections", MAX_CONNECTIONS),
