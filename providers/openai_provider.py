@@ -1,8 +1,10 @@
 """``openai``: Chat Completions streaming through the official ``openai`` SDK.
 
-Wire mapping is pure (``build_openai_params``, ``map_openai_chunk``); the I/O is the SDK
-call inside ``map_openai_errors()``, the one place where SDK exceptions become ours.
-The SDK's own retries are off: the router decides about retries and fallback.
+The SDK builds, authenticates and sends the request and turns error statuses into its
+typed errors (``with_streaming_response``); the streamed body is decoded by our own pure
+SSE decoder and orjson (``map_openai_data``), which costs a fraction of building a
+pydantic model per chunk. ``map_openai_errors()`` is the one place where SDK exceptions
+become ours. The SDK's own retries are off: the router decides about retries and fallback.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import httpx2
 import openai
-from openai.types.chat import ChatCompletionChunk
+import orjson
 
 from gateway.config import ProviderOptions
 from providers.base import (
@@ -25,11 +27,16 @@ from providers.base import (
     UsageReport,
 )
 from providers.errors import (
+    ProviderBadRequest,
     ProviderConnectionError,
+    ProviderError,
+    ProviderOverloaded,
+    ProviderRateLimited,
     ProviderTimeout,
     error_for_status,
     retry_after_from_headers,
 )
+from providers.sse import SSEDecoder
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop",
@@ -47,17 +54,37 @@ def build_openai_params(request: ProviderRequest) -> dict[str, Any]:
     }
 
 
-def map_openai_chunk(chunk: ChatCompletionChunk) -> list[ProviderEvent]:
+def map_openai_data(data: dict[str, Any], provider: str = "openai") -> list[ProviderEvent]:
+    """Events of one decoded ``chat.completion.chunk`` (or raise its in-stream error)."""
+    if "error" in data:
+        raise _stream_error(data["error"], provider)
     events: list[ProviderEvent] = []
-    for choice in chunk.choices[:1]:
-        if choice.delta and choice.delta.content:
-            events.append(TextDelta(choice.delta.content))
-        if choice.finish_reason:
-            events.append(Finish(_FINISH.get(choice.finish_reason, "stop")))
-    if chunk.usage is not None:
-        events.append(UsageReport(prompt_tokens=chunk.usage.prompt_tokens,
-                                  completion_tokens=chunk.usage.completion_tokens))
+    choices = data.get("choices") or ()
+    if choices:
+        choice = choices[0]
+        content = (choice.get("delta") or {}).get("content")
+        if content:
+            events.append(TextDelta(content))
+        reason = choice.get("finish_reason")
+        if reason:
+            events.append(Finish(_FINISH.get(reason, "stop")))
+    usage = data.get("usage")
+    if usage:
+        events.append(UsageReport(prompt_tokens=usage.get("prompt_tokens"),
+                                  completion_tokens=usage.get("completion_tokens")))
     return events
+
+
+def _stream_error(error: Any, provider: str) -> ProviderError:
+    kind = (error.get("type") or error.get("code")) if isinstance(error, dict) else None
+    message = f"{provider} stream error"
+    if kind in ("rate_limit_exceeded", "rate_limit_error"):
+        return ProviderRateLimited(message, provider=provider, status=None)
+    if kind in ("invalid_request_error",):
+        return ProviderBadRequest(message, provider=provider)
+    if kind in ("server_error", "overloaded_error", "service_unavailable"):
+        return ProviderOverloaded(message, provider=provider)
+    return ProviderConnectionError(message, provider=provider)
 
 
 @contextmanager
@@ -101,15 +128,23 @@ class OpenAIProvider:
         return "openai"
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+        params = build_openai_params(request)
+        decoder = SSEDecoder()
         with map_openai_errors(self.name):
-            stream = await self._client.chat.completions.create(**build_openai_params(request))
-        try:
-            with map_openai_errors(self.name):
-                async for chunk in stream:
-                    for event in map_openai_chunk(chunk):
-                        yield event
-        finally:
-            await stream.close()
+            # Leaving the block (done, error, aclose, cancel) closes the HTTP response.
+            async with self._client.chat.completions.with_streaming_response.create(
+                    **params) as response:
+                async for raw in response.iter_bytes():
+                    for message in decoder.feed(raw):
+                        if message.data == "[DONE]":
+                            return
+                        try:
+                            data = orjson.loads(message.data)
+                        except orjson.JSONDecodeError:
+                            raise ProviderConnectionError(f"{self.name} sent invalid JSON",
+                                                          provider=self.name) from None
+                        for event in map_openai_data(data, self.name):
+                            yield event
 
     async def aclose(self) -> None:
         await self._client.close()
