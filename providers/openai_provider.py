@@ -1,8 +1,9 @@
 """``openai``: Chat Completions streaming through the official ``openai`` SDK.
 
-The SDK builds, authenticates and sends the request and turns error statuses into its
-typed errors (``with_streaming_response``); the streamed body is decoded by our own pure
-SSE decoder and orjson (``map_openai_data``), which costs a fraction of building a
+The SDK authenticates and sends the request and turns error statuses into its typed
+errors, in its documented raw-request form (``client.post(..., cast_to=httpx.Response)``,
+which skips re-validating our already-typed params: ~0.7 ms a call). The body is decoded
+by our own pure SSE decoder and orjson (``map_openai_data``), a fraction of the cost of a
 pydantic model per chunk. ``map_openai_errors()`` is the one place where SDK exceptions
 become ours. The SDK's own retries are off: the router decides about retries and fallback.
 """
@@ -75,6 +76,16 @@ def map_openai_data(data: dict[str, Any], provider: str = "openai") -> list[Prov
     return events
 
 
+def _json(text: str, provider: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ProviderConnectionError(f"{provider} sent invalid JSON", provider=provider) from None
+    if not isinstance(data, dict):
+        raise ProviderConnectionError(f"{provider} sent an unexpected event", provider=provider)
+    return data
+
+
 def _stream_error(error: Any, provider: str) -> ProviderError:
     kind = (error.get("type") or error.get("code")) if isinstance(error, dict) else None
     message = f"{provider} stream error"
@@ -131,20 +142,20 @@ class OpenAIProvider:
         params = build_openai_params(request)
         decoder = SSEDecoder()
         with map_openai_errors(self.name):
-            # Leaving the block (done, error, aclose, cancel) closes the HTTP response.
-            async with self._client.chat.completions.with_streaming_response.create(
-                    **params) as response:
-                async for raw in response.iter_bytes():
+            # The SDK's documented raw request (``cast_to=httpx.Response``): its auth, base
+            # URL, timeouts and status errors, without re-validating our own typed params.
+            response = await self._client.post("/chat/completions", body=params,
+                                               cast_to=httpx2.Response, stream=True)
+            try:
+                async for raw in response.aiter_bytes():
                     for message in decoder.feed(raw):
                         if message.data == "[DONE]":
                             return
-                        try:
-                            data = orjson.loads(message.data)
-                        except orjson.JSONDecodeError:
-                            raise ProviderConnectionError(f"{self.name} sent invalid JSON",
-                                                          provider=self.name) from None
-                        for event in map_openai_data(data, self.name):
+                        for event in map_openai_data(_json(message.data, self.name),
+                                                     self.name):
                             yield event
+            finally:  # done, error, aclose or cancel: the connection is closed, not drained
+                await response.aclose()
 
     async def aclose(self) -> None:
         await self._client.close()
