@@ -54,18 +54,19 @@ class MockProvider:
         words = mock_answer_words(request, settings.answer_tokens)
         prompt_tokens = self._counter.count_messages(request.messages)
         parts = [f"[{len(request.messages)} messages, turn {user_turns}]", *words]
-        emitted = ""
+        emitted, emitted_tokens = "", 0
         truncated = False
         if settings.first_token_delay_ms:
             await asyncio.sleep(settings.first_token_delay_ms / 1000)
         for word in parts:
             text = " " + word if emitted else word
-            if self._counter.count(emitted + text) > request.max_tokens:
+            tokens = self._counter.count(text)  # words split at spaces: counts add up
+            if emitted_tokens + tokens > request.max_tokens:
                 truncated = True
                 continue  # never report more completion tokens than max_tokens
             if emitted and settings.token_delay_ms:
                 await asyncio.sleep(settings.token_delay_ms / 1000)
-            emitted += text
+            emitted, emitted_tokens = emitted + text, emitted_tokens + tokens
             yield TextDelta(text)
         completion_tokens = self._counter.count(emitted)
         yield UsageReport(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
