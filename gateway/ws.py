@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import weakref
+from collections.abc import Callable
 
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -45,10 +46,15 @@ class QueueSink:
     """A sink onto a connection's bounded outbound queue.
 
     A producer waiting for room in a full queue is released (``SinkClosed``) the moment
-    the connection closes, so a dead writer can never strand a turn."""
+    the connection closes, so a dead writer can never strand a turn. The queue (and,
+    through ``on_first_frame``, the socket's writer task) is created with the first frame:
+    an idle socket costs neither."""
 
-    def __init__(self, queue: asyncio.Queue[bytes]) -> None:
-        self._queue = queue
+    def __init__(self, maxsize: int,
+                 on_first_frame: Callable[[asyncio.Queue[bytes]], None] | None = None) -> None:
+        self._maxsize = maxsize
+        self._on_first_frame = on_first_frame
+        self.queue: asyncio.Queue[bytes] | None = None
         self._closed = asyncio.Event()
 
     @property
@@ -62,12 +68,17 @@ class QueueSink:
         if self.closed:
             raise SinkClosed()
         data = encode_frame(frame)
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = asyncio.Queue(self._maxsize)
+            if self._on_first_frame is not None:
+                self._on_first_frame(queue)
         try:
-            self._queue.put_nowait(data)
+            queue.put_nowait(data)
             return
         except asyncio.QueueFull:
             pass
-        put = asyncio.ensure_future(self._queue.put(data))
+        put = asyncio.ensure_future(queue.put(data))
         closed = asyncio.ensure_future(self._closed.wait())
         try:
             await asyncio.wait({put, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -88,12 +99,14 @@ class WebSocketSession:
         self._service = service
         self._principal = principal
         self._limits = limits
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(limits.outbound_queue_frames)
-        self._sink = QueueSink(self._queue)
+        self._sink = QueueSink(limits.outbound_queue_frames, self._start_writer)
+        self._writer: asyncio.Task[None] | None = None
         self._inflight: dict[str, tuple[asyncio.Task[TurnState], TurnControl]] = {}
 
+    def _start_writer(self, queue: asyncio.Queue[bytes]) -> None:
+        self._writer = asyncio.create_task(self._write_loop(queue))
+
     async def run(self) -> None:
-        writer = asyncio.create_task(self._write_loop())
         try:
             async for message in self._ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -103,14 +116,15 @@ class WebSocketSession:
         finally:
             self._sink.close()
             await self._cancel_all()
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            if self._writer is not None:
+                self._writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._writer
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self, queue: asyncio.Queue[bytes]) -> None:
         try:
             while not self._ws.closed:
-                data = await self._queue.get()
+                data = await queue.get()
                 await self._ws.send_frame(data, WSMsgType.TEXT)
         except (ConnectionError, RuntimeError):
             pass
