@@ -412,6 +412,9 @@ async def run_concurrency(target: Target, *, concurrency: int, duration_s: float
             warm_end, end = loop_start, [loop_start + duration_s]
 
         async def drive(worker: _Worker) -> None:
+            if max_turns is None and warmup_s > 0:  # spread the starts over the warm-up, so
+                # completions do not come in waves (a short window would count one wave)
+                await asyncio.sleep(warmup_s * worker.index / concurrency)
             while time.perf_counter() < end[0]:
                 if budget is not None and next(budget) >= (max_turns or 0):
                     return
@@ -438,8 +441,8 @@ async def run_concurrency(target: Target, *, concurrency: int, duration_s: float
         drivers = [asyncio.create_task(drive(w)) for w in workers]
         if min_window_turns and max_turns is None:
             await stretch()
-        else:
-            await asyncio.sleep(max(0.0, end[0] - time.perf_counter()))
+        else:  # a count of turns ends early when every driver is done
+            await asyncio.wait(drivers, timeout=max(0.0, end[0] - time.perf_counter()))
         # Turns in flight at the end may finish (so CPU per turn stays fair), for a while;
         # then they are abandoned (a slow subject would otherwise hold the run).
         _, pending = await asyncio.wait(drivers, timeout=max(0.0, end[0] + drain_s

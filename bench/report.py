@@ -146,12 +146,12 @@ def _targets(bench: Bench) -> list[list[str]]:
 
 def _peer_ratios(bench: Bench) -> list[list[str]]:
     rows = []
-    peers = [s for s in bench.subjects if s.name.startswith(("litellm", "portkey", "bare"))]
-    for mine in ("chatgate-http", "chatgate-ws"):
+    peers = [s for s in bench.subjects if s.name.startswith(("litellm", "portkey"))]
+    for mine, floor in (("chatgate-http", "bare-http"), ("chatgate-ws", "bare-ws")):
         me = bench.subject(mine)
         if me is None:
             continue
-        for peer in peers:
+        for peer in [s for s in (bench.subject(floor),) if s] + peers:
             m, p = me.results, peer.results
             rows.append([
                 f"{mine} vs {peer.name}",
@@ -162,6 +162,35 @@ def _peer_ratios(bench: Bench) -> list[list[str]]:
                 f"{_num(p.get('overhead', {}).get('added_ttft_p50'))}",
                 _ratio(m.get("peak_rss"), p.get("peak_rss"))])
     return rows
+
+
+def _sweep(bench: Bench) -> list[str]:
+    """Per level: p99 added TTFT (ms) and turns/s, for every subject the sweep ran."""
+    levels = sorted(bench.direct.results.get("sweep", {}))
+    if not levels:
+        return []
+    rows = []
+    direct = bench.direct.results["sweep"]
+    rows.append(["direct: TTFT p99 (turns/s)",
+                 *[f"{_num(direct[lv]['ttft_p99'], 1)} ({_num(direct[lv].get('turns_per_s'), 1)})"
+                   for lv in levels]])
+    for subject in bench.subjects:
+        sweep = subject.results.get("sweep")
+        if not sweep:
+            continue
+        cells = []
+        for level in levels:
+            r = sweep.get(level)
+            if r is None:
+                cells.append("(stopped)")
+            else:
+                errors = f", {r['errors']} errors" if r.get("errors") else ""
+                cells.append(f"{_num(r['added_ttft_p99'], 1)} ({_num(r.get('turns_per_s'), 1)}"
+                             f"{errors})")
+        rows.append([subject.name, *cells])
+    return ["### Concurrency sweep: added TTFT p99 in ms (turns/s), 64 deltas × 20 ms", "",
+            *_table(["subject", *[f"x{lv}" for lv in levels]], rows),
+            "", "A subject stops at the first level over 10 ms (or with errors).", ""]
 
 
 def _memory(bench: Bench) -> list[str]:
@@ -271,6 +300,7 @@ def render(bench: Bench) -> str:
         *_table(HEADER, [_row(bench, s) for s in [bench.direct, *bench.subjects]]),
         "",
     ]
+    lines += _sweep(bench)
     lines += _memory(bench)
     lines += ["", "## chatgate against its targets", "",
               *_table(["figure", "target", "measured", ""], _targets(bench)), ""]

@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
+import json
 import os
 import shlex
 import signal
@@ -311,18 +313,26 @@ def phase_sweep(bench: Bench) -> None:
     plan = bench.plan
     chosen = [s for s in bench.subjects if plan.sweep_all_subjects or s.name in
               ("chatgate-ws", "bare-ws")]
+    over: set[str] = set()  # subjects past their limit: higher levels are not run
     for level in plan.sweep_levels:
+        if all(s.name in over for s in chosen):
+            break
         log(f"sweep x{level}: direct")
         direct = _load_run(bench, bench.direct, concurrency=level,
                            warmup_s=plan.sweep_warmup_s, duration_s=plan.sweep_s, tag="sweep")
         bench.direct.results.setdefault("sweep", {})[level] = direct
         for subject in chosen:
+            if subject.name in over:
+                continue
             log(f"sweep x{level}: {subject.name}")
             result = _load_run(bench, subject, concurrency=level,
                                warmup_s=plan.sweep_warmup_s, duration_s=plan.sweep_s,
                                tag="sweep")
             result["added_ttft_p99"] = result["ttft_p99"] - direct["ttft_p99"]
             subject.results.setdefault("sweep", {})[level] = result
+            if result.get("failed") or result.get("errors") or not (
+                    result["added_ttft_p99"] < report.ADDED_TTFT_BUDGET_MS):
+                over.add(subject.name)
     for subject in bench.subjects:
         if subject not in chosen:
             subject.results["sweep_skipped"] = "full run only"
@@ -461,9 +471,22 @@ def run(args: argparse.Namespace) -> Path:
     out = Path(__file__).resolve().parent / "results" / f"{stamp}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(_raw(bench), indent=1, default=str))
     print(text)
     log(f"report: {out}")
     return out
+
+
+def _raw(bench: Bench) -> dict[str, Any]:
+    """Every figure behind the report (samples left out), for comparing runs."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): strip(v) for k, v in value.items() if not str(k).endswith("_samples")}
+        return value
+    return {"meta": bench.meta, "plan": dataclasses.asdict(bench.plan),
+            "unavailable": bench.unavailable, "extra": strip(bench.extra),
+            "subjects": [{"name": s.name, "label": s.label, "results": strip(s.results)}
+                         for s in [bench.direct, *bench.subjects]]}
 
 
 def _our_cpu(bench: Bench) -> float:
