@@ -8,7 +8,8 @@ WS    ``/v1/ws``: speaks chatgate's frame protocol (chat -> start / delta... / d
       streaming upstream request whose SSE deltas are relayed as ``delta`` frames.
 
 It is the reference for what chatgate's own work costs: chatgate minus this proxy is
-what authentication, budgets, memory, routing and the frame protocol add.
+what authentication, budgets, memory, routing and the frame protocol add. It runs on the
+same event loop as ``chatgate serve`` (uvloop where installed).
 
     python bench/bare_proxy.py --port 9100 --upstream http://127.0.0.1:9000/v1
 """
@@ -146,8 +147,15 @@ def main() -> None:
     parser.add_argument("--upstream", default="http://127.0.0.1:9000/v1",
                         help="the upstream's OpenAI base URL")
     args = parser.parse_args()
+    loop = None
+    try:  # the same event loop as `chatgate serve` (uvloop where installed): a fair floor
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        pass
     web.run_app(create_app(args.upstream), host=args.host, port=args.port, print=None,
-                access_log=None, backlog=4096)
+                access_log=None, backlog=4096, loop=loop)
 
 
 if __name__ == "__main__":

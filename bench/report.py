@@ -287,8 +287,9 @@ def render(bench: Bench) -> str:
         f"# chatgate benchmark: {plan.name} run, {meta.get('stamp')}",
         "",
         f"- Machine: {cores} cores; {pin}.",
-        f"- Load generator: bench/load.py on {meta.get('event_loop')}; every process's "
-        f"open-files limit {meta.get('fd_limit')}.",
+        f"- Event loops: load generator and upstream on {meta.get('event_loop')}; chatgate "
+        f"and the bare proxy on {meta.get('gateway_loop')}. Every process's open-files limit "
+        f"{meta.get('fd_limit')}.",
         f"- Other processes on the machine used {foreign:.0f} CPU-seconds during the "
         f"{elapsed:.0f} s run ({100 * foreign / max(elapsed, 1):.0f} % of one core): the "
         f"higher, the noisier the figures.",

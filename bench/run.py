@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import importlib.util
 import json
 import os
 import shlex
@@ -457,6 +458,7 @@ def run(args: argparse.Namespace) -> Path:
             bench.meta.update(
                 elapsed_s=time.monotonic() - started, foreign_cpu_s=max(0.0, foreign),
                 fd_limit=fd_limit, cores=os.cpu_count(), event_loop=_load_loop(),
+                gateway_loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
                 versions=svc.versions(), stamp=stamp, plan=plan.name,
                 command=_command(), load_cpu_s=bench.driver.load_cpu_s)
             text = report.render(bench)
