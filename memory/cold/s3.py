@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack
 from datetime import date
 from typing import Any
 
-import aioboto3
 from botocore.exceptions import ClientError
 
+from memory.aws import HeldClient, error_code
 from memory.cold.base import (
     brand_prefix,
     decode_turns,
@@ -49,10 +48,6 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 class S3Archive:
     """:class:`~memory.cold.base.Archive` in one S3 bucket."""
 
@@ -62,28 +57,19 @@ class S3Archive:
         self.prefix = prefix
         self.kms_key_id = kms_key_id or None
         self._region = region
-        self._endpoint_url = endpoint_url
-        self._stack: AsyncExitStack | None = None
-        self._client: Any = None
+        self._held = HeldClient("s3", region=region, endpoint_url=endpoint_url,
+                                owner="S3Archive")
 
     async def start(self) -> S3Archive:
-        if self._client is None:
-            stack = AsyncExitStack()
-            self._client = await stack.enter_async_context(aioboto3.Session().client(
-                "s3", region_name=self._region, endpoint_url=self._endpoint_url))
-            self._stack = stack
+        await self._held.start()
         return self
 
     async def aclose(self) -> None:
-        stack, self._stack, self._client = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
+        await self._held.aclose()
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            raise RuntimeError("S3Archive used before start() or after aclose()")
-        return self._client
+        return self._held.client
 
     async def ensure_bucket(self) -> None:
         """Create the bucket when missing (idempotent)."""

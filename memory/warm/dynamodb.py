@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from typing import Any
 
-import aioboto3
 import orjson
 from botocore.exceptions import ClientError
 
+from memory.aws import HeldClient, error_code
 from memory.records import StoredMessage, TurnRecord
 from memory.warm import dynamodb_items as layout
 from memory.warm.base import (
@@ -51,10 +50,6 @@ UPDATE_ATTEMPTS = 6
 TTL_NAME = {"#ttl": "ttl"}
 
 
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 class DynamoHistory:
     """:class:`~memory.warm.base.HistoryStore` on one DynamoDB table."""
 
@@ -62,33 +57,21 @@ class DynamoHistory:
                  endpoint_url: str | None = None, clock: Clock = time.time,
                  concurrency: int = 8) -> None:
         self.table = table
-        self._region = region
-        self._endpoint_url = endpoint_url
         self._clock = clock
         self._concurrency = concurrency
-        self._stack: AsyncExitStack | None = None
-        self._client: Any = None
+        self._held = HeldClient("dynamodb", region=region, endpoint_url=endpoint_url,
+                                owner="DynamoHistory")
 
     async def start(self) -> DynamoHistory:
-        if self._client is None:
-            stack = AsyncExitStack()
-            session = aioboto3.Session()
-            self._client = await stack.enter_async_context(
-                session.client("dynamodb", region_name=self._region,
-                               endpoint_url=self._endpoint_url))
-            self._stack = stack
+        await self._held.start()
         return self
 
     async def aclose(self) -> None:
-        stack, self._stack, self._client = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
+        await self._held.aclose()
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            raise RuntimeError("DynamoHistory used before start() or after aclose()")
-        return self._client
+        return self._held.client
 
     # -- schema ---------------------------------------------------------------------
 
