@@ -276,14 +276,15 @@ class ChatService:
         try:
             await self._answer(state, sink, control, turn, (key, flight))
         finally:
-            await self._cache.unlock(key)
+            if not (flight.future.done() and flight.future.result() is not None):
+                await self._cache.unlock(key)  # no answer was published (which unlocks)
 
     async def _publish(self, state: TurnState, turn: _TurnPlan, key: CacheKey,
                        flight: Flight) -> None:
         """The leader stores a complete answer (before its ``done``) and wakes followers."""
         if state.outcome == "stop" and state.text:
             answer = CachedAnswer(state.text, state.provider, state.model, "stop")
-            await self._cache.put(key, answer, ttl_s=turn.brand.cache_ttl_s)
+            await self._cache.publish(key, answer, ttl_s=turn.brand.cache_ttl_s)
             flight.future.set_result(answer)
 
     async def _serve_cached(self, state: TurnState, sink: Sink, turn: _TurnPlan,

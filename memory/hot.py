@@ -64,6 +64,7 @@ class HotMemory:
     def __init__(self, redis: RedisClient, *, ttl_s: int = 300, max_messages: int = 50,
                  clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
+        self._set_if_present = redis.register_script(_SET_IF_PRESENT)
         self.ttl_s = ttl_s
         self._max = max_messages
         self._clock = clock
@@ -115,7 +116,7 @@ class HotMemory:
         """Update a hot conversation's summary; never recreates one that expired or was
         deleted (its content must not come back)."""
         meta_key, _ = self._keys(brand, conversation_id)
-        await self._redis.eval(_SET_IF_PRESENT, 1, meta_key, "summary", summary)
+        await self._set_if_present(keys=[meta_key], args=["summary", summary])
 
     async def forget(self, brand: str, conversation_id: str) -> None:
         await self._redis.delete(*self._keys(brand, conversation_id))

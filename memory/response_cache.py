@@ -32,9 +32,24 @@ from memory.hot import user_key
 from memory.redis_client import RedisClient
 
 _SPACE = re.compile(r"\s+")
+# KEYS: lock. ARGV: owner. Release the lock only if this turn holds it.
 _DELETE_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+# KEYS: entry, lock. ARGV: owner, lock ms. {1, entry} when cached; {0} when this turn took
+# the lock (it answers); {2} when another process holds it.
+_GET_OR_LOCK = """
+local entry = redis.call('GET', KEYS[1])
+if entry then return {1, entry} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+return {2}
+"""
+# KEYS: entry, lock. ARGV: answer, ttl s, owner. Store the answer and release the lock.
+_PUBLISH = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
 """
 LOCK_MS = 30_000
 POLL_S = 0.05
@@ -97,6 +112,9 @@ class ResponseCache:
         self._redis = redis
         self._wait_s = wait_s
         self._flights: dict[str, asyncio.Future[CachedAnswer | None]] = {}
+        self._unlock = redis.register_script(_DELETE_IF_OWNER)
+        self._get_or_lock = redis.register_script(_GET_OR_LOCK)
+        self._publish = redis.register_script(_PUBLISH)
 
     @staticmethod
     def _gen_keys(brand: str, model: str, user_id: str | None) -> list[str]:
@@ -117,8 +135,10 @@ class ResponseCache:
         raw = await self._redis.get(key.entry)
         return CachedAnswer.from_json(raw) if raw else None
 
-    async def put(self, key: CacheKey, answer: CachedAnswer, *, ttl_s: int) -> None:
-        await self._redis.set(key.entry, answer.to_json(), ex=ttl_s)
+    async def publish(self, key: CacheKey, answer: CachedAnswer, *, ttl_s: int) -> None:
+        """Store a leader's answer and release its lock, in one round trip."""
+        await self._publish(keys=[key.entry, key.lock],
+                            args=[answer.to_json(), ttl_s, key.owner])
 
     @asynccontextmanager
     async def flight(self, key: CacheKey) -> AsyncIterator[Flight]:
@@ -146,12 +166,13 @@ class ResponseCache:
     async def lock_or_wait(self, key: CacheKey) -> CachedAnswer | None:
         """Take the cross-process lock (None: go ahead and answer), or return the answer
         another leader stored (waiting for it while another process holds the lock)."""
-        if await self._redis.set(key.lock, key.owner, nx=True, px=LOCK_MS):
-            # Double-check: a leader may have stored the answer since our first lookup.
-            answer = await self.get(key)
-            if answer is not None:
-                await self.unlock(key)
-            return answer
+        # Double-checked in the same script: a leader may have stored the answer since our
+        # first lookup.
+        reply = await self._get_or_lock(keys=[key.entry, key.lock], args=[key.owner, LOCK_MS])
+        if int(reply[0]) == 1:
+            return CachedAnswer.from_json(reply[1])
+        if int(reply[0]) == 0:
+            return None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait_s
         while loop.time() < deadline:
@@ -165,7 +186,7 @@ class ResponseCache:
 
     async def unlock(self, key: CacheKey) -> None:
         """Release the lock if this turn still holds it (never another process's)."""
-        await self._redis.eval(_DELETE_IF_OWNER, 1, key.lock, key.owner)
+        await self._unlock(keys=[key.lock], args=[key.owner])
 
     async def invalidate(self, brand: str, *, scope: str, model: str | None = None,
                          user_id: str | None = None) -> int:
