@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from budgets import BudgetLedger, BudgetLimits, RateLimiter, Refused, ReservationRequest
+from budgets import (
+    UNLIMITED_REMAINING,
+    BudgetLedger,
+    BudgetLimits,
+    RateLimiter,
+    Refused,
+    ReservationRequest,
+)
 from gateway.auth import Principal
-from gateway.config import Brand, Plan
+from gateway.config import UNLIMITED, Brand, Plan
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.gates import Admission
 from providers.usage import Usage
@@ -40,9 +47,13 @@ class BudgetGate:
 
     async def admit(self, principal: Principal, brand: Brand, plan: Plan, *,
                     conversation_id: str, request_id: str, prompt_tokens: int,
-                    max_tokens: int) -> Admission:
-        remaining = await self._ledger.conversation_remaining(
-            brand.name, conversation_id, brand.tokens_per_conversation)
+                    max_tokens: int, new_conversation: bool = False) -> Admission:
+        limit = brand.tokens_per_conversation
+        if new_conversation:  # nothing spent yet: no need to ask Redis
+            remaining = UNLIMITED_REMAINING if limit == UNLIMITED else limit
+        else:
+            remaining = await self._ledger.conversation_remaining(brand.name, conversation_id,
+                                                                  limit)
         # Capped by what the conversation has left; when nothing is left, reserving one
         # token still lets the script name the first scope that overflows, in order.
         max_tokens = max(1, min(max_tokens, remaining - prompt_tokens))

@@ -31,9 +31,10 @@ class TurnGate(Protocol):
 
     async def admit(self, principal: Principal, brand: Brand, plan: Plan, *,
                     conversation_id: str, request_id: str, prompt_tokens: int,
-                    max_tokens: int) -> Admission:
-        """Reserve prompt + max_tokens (capped by what the conversation has left) in every
-        scope at once, or raise ``BudgetExceeded`` naming the first scope that overflows."""
+                    max_tokens: int, new_conversation: bool = False) -> Admission:
+        """Reserve prompt + max_tokens (capped by what the conversation has left; a new
+        conversation has its whole allowance) in every scope at once, or raise
+        ``BudgetExceeded`` naming the first scope that overflows."""
         ...
 
     async def settle(self, principal: Principal, admission: Admission, *, usage: Usage,

@@ -171,8 +171,8 @@ class ChatService:
         principal, frame = state.principal, state.frame
         brand, plan = self._brand_and_plan(principal)
         chain = self._chain(brand, frame.model)
-        await self._gate.check_rate(principal, brand)
-        loaded, prefs = await asyncio.gather(
+        _, loaded, prefs = await asyncio.gather(  # three independent round trips at once
+            self._gate.check_rate(principal, brand),
             self._load_conversation(principal, frame.conversation_id),
             self._preferences.get(brand.name, principal.user_id))
         state.conversation_id, state.new_conversation = loaded.conversation_id, loaded.is_new
@@ -220,7 +220,7 @@ class ChatService:
         reserve = asyncio.ensure_future(self._gate.admit(
             state.principal, turn.brand, turn.plan, conversation_id=state.conversation_id,
             request_id=state.request_id, prompt_tokens=turn.context.prompt_tokens,
-            max_tokens=turn.max_tokens))
+            max_tokens=turn.max_tokens, new_conversation=turn.loaded.is_new))
         try:
             return await asyncio.shield(reserve)
         except asyncio.CancelledError:
