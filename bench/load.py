@@ -35,7 +35,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -463,11 +463,9 @@ async def run_concurrency(target: Target, *, concurrency: int, duration_s: float
 
 
 async def run_rate(target: Target, *, rate: float, duration_s: float, warmup_s: float = 1.0,
-                   prompts: Prompts | None = None, max_in_flight: int = 5000,
-                   on_tick: Callable[[float], None] | None = None) -> RunStats:
+                   prompts: Prompts | None = None, max_in_flight: int = 5000) -> RunStats:
     """Open loop: one turn every 1/``rate`` s for the duration, however long turns take.
-    Arrivals that would exceed ``max_in_flight`` are counted as errors (``overload``).
-    ``on_tick(elapsed_s)`` is called about once a second (the soak samples memory there)."""
+    Arrivals that would exceed ``max_in_flight`` are counted as errors (``overload``)."""
     prompts = prompts or Prompts()
     results: list[TurnResult] = []
     tasks: set[asyncio.Task[None]] = set()
@@ -498,15 +496,11 @@ async def run_rate(target: Target, *, rate: float, duration_s: float, warmup_s: 
         start = time.perf_counter()
         total = int((warmup_s + duration_s) * rate)
         cpu0 = _client_cpu()
-        last_tick = start
         for i in range(total):
             wait = start + i / rate - time.perf_counter()
             if wait > 0:
                 await asyncio.sleep(wait)
             now = time.perf_counter()
-            if on_tick is not None and now - last_tick >= 1.0:
-                last_tick = now
-                on_tick(now - start)
             if len(tasks) >= max_in_flight:
                 results.append(TurnResult(now, now, False, error="overload"))
                 continue
