@@ -196,7 +196,8 @@ async def http_turn(session: aiohttp.ClientSession, target: Target, client: int,
     except (aiohttp.ClientError, ConnectionError, ValueError) as exc:
         result.error = f"{type(exc).__name__}: {str(exc)[:120]}"
     finally:
-        result.ended = time.perf_counter()
+        if result.ended == started:  # not set at [DONE]
+            result.ended = time.perf_counter()
     return result
 
 
@@ -230,7 +231,13 @@ async def _read_sse(response: aiohttp.ClientResponse, result: TurnResult) -> Non
                         return
         if b"data: [DONE]" in block:
             done = True
+            result.ended = time.perf_counter()
             break
+    if done:  # read the rest (the chunked terminator) as SDKs do, so the connection is
+        # reused; a client that closes right after [DONE] makes servers write to a closed
+        # socket, and reconnects every turn
+        with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+            await response.read()
     result.ok = done and result.deltas > 0
     if not result.ok:
         result.error = "stream ended without [DONE]" if not done else "no deltas"
