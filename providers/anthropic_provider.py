@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import anthropic
-import httpx2
 from anthropic.types import (
     MessageParam,
     RawContentBlockDeltaEvent,
@@ -46,6 +45,7 @@ from providers.errors import (
     error_for_status,
     retry_after_from_headers,
 )
+from providers.transport import backstop_timeouts, map_transport_errors
 from providers.turns import split_turns
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -120,7 +120,8 @@ def anthropic_status_error(exc: anthropic.APIStatusError, provider: str) -> Prov
 @contextmanager
 def map_anthropic_errors(provider: str = "anthropic") -> Iterator[None]:
     try:
-        yield
+        with map_transport_errors(provider):
+            yield
     except anthropic.APIStatusError as exc:
         raise anthropic_status_error(exc, provider) from exc
     except anthropic.APITimeoutError as exc:
@@ -130,16 +131,11 @@ def map_anthropic_errors(provider: str = "anthropic") -> Iterator[None]:
     except anthropic.APIError as exc:  # e.g. a body that does not match the schema
         raise ProviderConnectionError(f"{provider} sent an invalid response",
                                       provider=provider) from exc
-    except httpx2.TimeoutException as exc:  # reading the stream body
-        raise ProviderTimeout(f"{provider} timed out", provider=provider) from exc
-    except httpx2.HTTPError as exc:
-        raise ProviderConnectionError(f"{provider} transport error", provider=provider) from exc
 
 
 def client_timeout(options: ProviderOptions) -> anthropic.Timeout:
-    """The SDK's own timeouts are a backstop; the router enforces the real ones."""
-    read = max(options.first_token_timeout_s, options.chunk_timeout_s)
-    return anthropic.Timeout(read, connect=options.connect_timeout_s)
+    read, connect = backstop_timeouts(options)
+    return anthropic.Timeout(read, connect=connect)
 
 
 class AnthropicProvider:

@@ -38,6 +38,7 @@ from providers.errors import (
     retry_after_from_headers,
 )
 from providers.sse import SSEDecoder
+from providers.transport import backstop_timeouts, map_transport_errors
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop",
@@ -101,7 +102,8 @@ def _stream_error(error: Any, provider: str) -> ProviderError:
 @contextmanager
 def map_openai_errors(provider: str = "openai") -> Iterator[None]:
     try:
-        yield
+        with map_transport_errors(provider):
+            yield
     except openai.APIStatusError as exc:
         raise error_for_status(exc.status_code, f"{provider} answered {exc.status_code}",
                                provider=provider,
@@ -113,16 +115,11 @@ def map_openai_errors(provider: str = "openai") -> Iterator[None]:
         raise ProviderConnectionError(f"{provider} connection failed", provider=provider) from exc
     except openai.APIError as exc:  # errors in the stream body (SSE "error" events)
         raise ProviderConnectionError(f"{provider} stream error", provider=provider) from exc
-    except httpx2.TimeoutException as exc:  # reading the stream body
-        raise ProviderTimeout(f"{provider} timed out", provider=provider) from exc
-    except httpx2.HTTPError as exc:
-        raise ProviderConnectionError(f"{provider} transport error", provider=provider) from exc
 
 
 def client_timeout(options: ProviderOptions) -> openai.Timeout:
-    """The SDK's own timeouts are a backstop; the router enforces the real ones."""
-    read = max(options.first_token_timeout_s, options.chunk_timeout_s)
-    return openai.Timeout(read, connect=options.connect_timeout_s)
+    read, connect = backstop_timeouts(options)
+    return openai.Timeout(read, connect=connect)
 
 
 class OpenAIProvider:
