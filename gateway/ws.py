@@ -50,6 +50,8 @@ class QueueSink:
     through ``on_first_frame``, the socket's writer task) is created with the first frame:
     an idle socket costs neither."""
 
+    __slots__ = ("_closed", "_maxsize", "_on_first_frame", "queue")
+
     def __init__(self, maxsize: int,
                  on_first_frame: Callable[[asyncio.Queue[bytes]], None] | None = None) -> None:
         self._maxsize = maxsize
@@ -92,6 +94,8 @@ class QueueSink:
 
 class WebSocketSession:
     """One authenticated socket: reads frames, runs chats, writes frames."""
+
+    __slots__ = ("_inflight", "_limits", "_principal", "_service", "_sink", "_writer", "_ws")
 
     def __init__(self, ws: web.WebSocketResponse, service: ChatService, principal: Principal,
                  limits: Limits) -> None:
