@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import orjson
+import structlog
 from aiohttp import web
 
 from gateway.errors import GatewayError, InternalError
 
+log = structlog.get_logger("chatgate.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -36,11 +38,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GatewayError as exc:
         return error_response(exc)
-    except web.HTTPException:
+    except (web.HTTPException, ConnectionResetError):  # the client left: nothing to answer
         raise
     except Exception:
-        import structlog
-
-        structlog.get_logger("chatgate.http").exception("http_handler_failed",
-                                                        path=request.path)
+        log.exception("http_handler_failed", path=request.path)
         return error_response(InternalError("internal error"))

@@ -12,9 +12,14 @@ import sys
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropic",
+                 "botocore", "aiobotocore")
+
 
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+    for noisy in QUIET_LOGGERS:  # one line per upstream request is noise (and CPU)
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
@@ -23,6 +28,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # tracebacks in the line, not "exc_info"
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),

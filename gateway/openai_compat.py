@@ -11,6 +11,7 @@ HTTP status of DESIGN's table in OpenAI's error shape; after it, an SSE ``error`
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -175,7 +176,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     sink = CompletionSink(request, stream=stream, include_usage=include_usage)
     await runtime.service.chat(principal, frame, sink)
     if sink.response is not None:
-        await sink.response.write_eof()
+        with contextlib.suppress(ConnectionError):  # the client left after its [DONE]
+            await sink.response.write_eof()
         return sink.response
     headers = {CONVERSATION_HEADER: conversation_id} if conversation_id else {}
     if sink.error is not None:
