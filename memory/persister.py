@@ -131,6 +131,10 @@ class Persister:
         self.batch_size, self.block_ms, self.claim_idle_ms = batch_size, block_ms, claim_idle_ms
         self._retry = (retry_base_s, retry_cap_s)
         self._claim_from = "0-0"
+        # Own pending entries exist at start (a restart under the same name) and after a
+        # failed write; idle entries of other consumers are looked for on a timer.
+        self._own_pending = True
+        self._next_claim_at = 0.0
         self._group_ready = False
         self._stopping = asyncio.Event()
         self.persisted = 0  # turns written since start (a gauge for metrics)
@@ -169,9 +173,10 @@ class Persister:
         (the entries stay pending for a later pass).
         """
         handled, failures = 0, 0
+        self._own_pending = True
         while True:
             try:
-                count = await self.step(block_ms=None)
+                count = await self.step(block_ms=None, reclaim=True)
             except Exception:
                 failures += 1
                 if failures >= max_failures:
@@ -183,21 +188,38 @@ class Persister:
             if count == 0:
                 return handled
 
-    async def step(self, *, block_ms: int | None) -> int:
-        """One pass: own pending, then reclaimed, then new entries. Returns entries handled."""
+    async def step(self, *, block_ms: int | None, reclaim: bool = False) -> int:
+        """One pass: own pending (when there may be some), then entries of other consumers
+        idle past ``claim_idle_ms`` (every half of it, or when ``reclaim``), then new
+        entries. Returns entries handled."""
         if not self._group_ready:
             await self.ensure_group()
         try:
-            handled = await self._persist(await self._read("0"))
-            handled += await self._persist(await self._reclaim())
+            handled = 0
+            if self._own_pending:
+                own = await self._read("0")
+                handled += await self._persist(own)
+                self._own_pending = len(own) >= self.batch_size  # a full batch: maybe more
+            if reclaim or self._claim_due():
+                handled += await self._persist(await self._reclaim())
             if handled < self.batch_size:
                 wait = block_ms if handled == 0 else None
-                handled += await self._persist(await self._read(">", block_ms=wait))
+                fresh = await self._read(">", block_ms=wait)
+                self._own_pending = True  # read, not yet acknowledged
+                handled += await self._persist(fresh)
+                self._own_pending = False
         except ResponseError as exc:
             if redis_error_code(exc) == "NOGROUP":  # the stream was deleted: recreate next time
                 self._group_ready = False
             raise
         return handled
+
+    def _claim_due(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        if now < self._next_claim_at:
+            return False
+        self._next_claim_at = now + self.claim_idle_ms / 2000
+        return True
 
     async def _read(self, start: str, *, block_ms: int | None = None) -> list[Entry]:
         response = await self._redis.xreadgroup(self.group, self.consumer, {self.stream: start},
