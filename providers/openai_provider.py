@@ -38,7 +38,7 @@ from providers.errors import (
     retry_after_from_headers,
 )
 from providers.sse import SSEDecoder
-from providers.transport import backstop_timeouts, map_transport_errors
+from providers.transport import backstop_timeouts, map_transport_errors, refused_connection
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop",
@@ -110,6 +110,9 @@ def map_openai_errors(provider: str = "openai") -> Iterator[None]:
                                retry_after_s=retry_after_from_headers(exc.response.headers)
                                ) from exc
     except openai.APITimeoutError as exc:
+        if refused_connection(exc):
+            raise ProviderConnectionError(f"{provider} connection failed",
+                                          provider=provider) from exc
         raise ProviderTimeout(f"{provider} timed out", provider=provider) from exc
     except openai.APIConnectionError as exc:
         raise ProviderConnectionError(f"{provider} connection failed", provider=provider) from exc
@@ -129,6 +132,8 @@ class OpenAIProvider:
             base_url=options.base_url,
             max_retries=0,
             timeout=client_timeout(options),
+            # The SDK's own aiohttp backend: the same API over aiohttp's faster transport.
+            http_client=openai.DefaultAioHttpClient(timeout=client_timeout(options)),
         )
 
     @property
