@@ -21,7 +21,6 @@ from gateway.openai_compat import chat_completions
 from gateway.runtime import RUNTIME_KEY, open_runtime
 from gateway.ws import close_all, open_session
 
-RUNTIME = RUNTIME_KEY
 STATIC_DIR = Path(__file__).parent / "static"
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 
@@ -33,7 +32,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time,
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         async with open_runtime(config, clock=clock, metrics=metrics) as runtime:
-            app[RUNTIME] = runtime
+            app[RUNTIME_KEY] = runtime
             yield
 
     app.cleanup_ctx.append(runtime_ctx)
@@ -56,7 +55,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time,
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
+    runtime = request.app[RUNTIME_KEY]
     return await open_session(request, service=runtime.service, verifier=runtime.verifier,
                               limits=runtime.config.limits, registry=request.app[SOCKETS])
 
@@ -67,7 +66,7 @@ async def chat_page(request: web.Request) -> web.FileResponse:
 
 async def dev_token(request: web.Request) -> web.Response:
     """Dev tokens for the chat page: only with the generated dev secret, only on loopback."""
-    runtime = request.app[RUNTIME]
+    runtime = request.app[RUNTIME_KEY]
     secret = runtime.dev_secret
     proxied = "X-Forwarded-For" in request.headers or "Forwarded" in request.headers
     if (secret is None or runtime.config.settings.jwt_secret or proxied
@@ -92,7 +91,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+    runtime = request.app[RUNTIME_KEY]
     try:
         await runtime.redis.ping()
     except Exception as exc:  # any failure to reach Redis means not ready
@@ -102,6 +101,6 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+    runtime = request.app[RUNTIME_KEY]
     body = generate_latest(runtime.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -64,10 +64,6 @@ class Runtime:
     preferences: PreferenceStore
     summarizer: Summarizer
 
-    @property
-    def embedded(self) -> bool:
-        return is_embedded(self.config.settings.redis_url)
-
     async def delete_conversation(self, brand: str, user_id: str, conversation_id: str, *,
                                   archived: bool) -> None:
         """Remove a conversation from every tier (the caller checked ownership); the cold

@@ -12,10 +12,10 @@ from typing import Any
 
 from aiohttp.test_utils import TestServer
 
-from gateway.app import RUNTIME, create_app
+from gateway.app import create_app
 from gateway.auth import issue_token
 from gateway.config import Config, parse_config
-from gateway.runtime import Runtime
+from gateway.runtime import RUNTIME_KEY, Runtime
 
 TEST_SECRET = "test-secret-of-a-decent-length-0123456789"
 
@@ -64,7 +64,7 @@ async def running_gateway(config: Config, **app_options: Any) -> AsyncIterator[T
 
 
 def runtime_of(server: TestServer) -> Runtime:
-    return server.app[RUNTIME]
+    return server.app[RUNTIME_KEY]
 
 
 def openai_brands(fake_url: str, *brands: str, model: str = "gpt-4o-mini") -> dict[str, Any]:

@@ -11,8 +11,8 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.app import RUNTIME
 from gateway.auth import issue_token
+from gateway.runtime import RUNTIME_KEY
 from tests.deploy.conftest import Gateway, gateways, open_transport, serving
 from tests.gateway_harness import TEST_SECRET, make_config, token
 
@@ -22,7 +22,7 @@ async def gateway(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str
                   http: aiohttp.ClientSession) -> AsyncIterator[Gateway]:
     mode: str = request.param
     async with serving(open_transport(mode, make_config(tmp_path, redis_url))) as server:
-        runtime = server.app[RUNTIME] if mode == "aiohttp" else gateways(server)[0].runtime
+        runtime = server.app[RUNTIME_KEY] if mode == "aiohttp" else gateways(server)[0].runtime
         yield Gateway(mode, server, runtime, http)
 
 
