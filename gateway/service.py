@@ -85,6 +85,8 @@ class TurnState:
     new_conversation: bool = False
     attempted: ProviderSpec | None = None  # the chain's first link, priced when none answered
     usage: Usage | None = None  # computed once, after the stream has ended
+    text_tokens: int | None = None  # the answer counted by us, once
+    user_tokens: int = 0  # the user message, as counted while assembling the context
 
     def mark(self, stage: str) -> None:
         self.timings[stage] = round((time.perf_counter() - self.started_at) * 1000, 3)
@@ -178,7 +180,8 @@ class ChatService:
         state.conversation_id, state.new_conversation = loaded.conversation_id, loaded.is_new
         state.mark("conversation")
         requested = frame.max_tokens or self._config.limits.default_max_tokens
-        context, max_tokens = self._assemble(brand, plan, loaded, frame, requested, prefs)
+        context, max_tokens, state.user_tokens = self._assemble(brand, plan, loaded, frame,
+                                                                requested, prefs)
         state.prompt_tokens = context.prompt_tokens
         plan_ = _TurnPlan(brand, plan, chain, loaded, context, max_tokens)
         key = await self._cache_key(plan_, state, prefs)
@@ -333,8 +336,9 @@ class ChatService:
 
     def _assemble(self, brand: Brand, plan: Plan, loaded: LoadedConversation,
                   frame: ChatFrame, requested: int,
-                  prefs: dict[str, str]) -> tuple[AssembledContext, int]:
-        """The context, and ``max_tokens`` capped so that prompt + answer fit the window."""
+                  prefs: dict[str, str]) -> tuple[AssembledContext, int, int]:
+        """The context, ``max_tokens`` capped so that prompt + answer fit the window, and the
+        new message's own token count (for its stored record)."""
         content, prior = frame.content, frame.prior
         new_message = ChatMessage("user", content)
         system_prompt = "\n\n".join(p for p in [
@@ -362,7 +366,7 @@ class ChatService:
                 max_tokens=max_tokens, count_messages=count_messages)
         except ContextTooLarge as exc:  # cannot happen after the floor check; kept typed
             raise InvalidRequest(str(exc)) from None
-        return context, max_tokens
+        return context, max_tokens, known[new_message] - TOKENS_PER_MESSAGE
 
     def _count_known(self, known: dict[ChatMessage, int],
                      messages: Sequence[ChatMessage]) -> int:
@@ -413,10 +417,9 @@ class ChatService:
         turn = TurnRecord(
             turn_id=state.request_id, conversation_id=state.conversation_id,
             user_id=state.principal.user_id, brand=state.principal.brand, plan=plan.name,
-            user_message=StoredMessage("user", state.frame.content, now,
-                                       self._counter.count(state.frame.content)),
+            user_message=StoredMessage("user", state.frame.content, now, state.user_tokens),
             assistant_message=StoredMessage("assistant", state.text, now,
-                                            self._counter.count(state.text)),
+                                            self._text_tokens(state)),
             provider=state.provider, model=state.model, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, cost_usd=self._cost(state.model, usage),
             outcome=state.outcome, cached=state.cached, created_at=now,
@@ -437,8 +440,13 @@ class ChatService:
             else:
                 state.usage = final_usage(
                     state.snapshot, counted_prompt=state.prompt_tokens,
-                    count_completion=lambda: self._counter.count(state.text))
+                    count_completion=functools.partial(self._text_tokens, state))
         return state.usage
+
+    def _text_tokens(self, state: TurnState) -> int:
+        if state.text_tokens is None:
+            state.text_tokens = self._counter.count(state.text)
+        return state.text_tokens
 
     def _priced_model(self, state: TurnState) -> str:
         return state.model or (state.attempted.model if state.attempted else "")
