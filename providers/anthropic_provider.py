@@ -143,13 +143,14 @@ def client_timeout(options: ProviderOptions) -> anthropic.Timeout:
 
 class AnthropicProvider:
     def __init__(self, options: ProviderOptions, *, api_key: str | None) -> None:
+        timeout = client_timeout(options)
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key or options.api_key or "unset",
             base_url=options.base_url or DEFAULT_BASE_URL,
             max_retries=0,
-            timeout=client_timeout(options),
+            timeout=timeout,
             # The SDK's own aiohttp backend: the same API over aiohttp's faster transport.
-            http_client=anthropic.DefaultAioHttpClient(timeout=client_timeout(options)),
+            http_client=anthropic.DefaultAioHttpClient(timeout=timeout),
         )
 
     @property

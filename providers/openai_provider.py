@@ -127,13 +127,14 @@ def client_timeout(options: ProviderOptions) -> openai.Timeout:
 
 class OpenAIProvider:
     def __init__(self, options: ProviderOptions, *, api_key: str | None) -> None:
+        timeout = client_timeout(options)
         self._client = openai.AsyncOpenAI(
             api_key=api_key or options.api_key or "unset",
             base_url=options.base_url,
             max_retries=0,
-            timeout=client_timeout(options),
+            timeout=timeout,
             # The SDK's own aiohttp backend: the same API over aiohttp's faster transport.
-            http_client=openai.DefaultAioHttpClient(timeout=client_timeout(options)),
+            http_client=openai.DefaultAioHttpClient(timeout=timeout),
         )
 
     @property
