@@ -5,7 +5,7 @@ Run:  .venv/bin/python bench/budgets.py [--pairs 20000] [--tasks 64] [--rounds 3
 Starts its own redis-server on a free port (tests/redis_server.py) and measures, in one
 process and one run:
 1. the floor: a bare EVALSHA of a trivial script (``return 1``) with the same tasks,
-   one round trip per call and auto-pipelined (budgets.scripts.ScriptRunner, as the
+   one round trip per call and auto-pipelined (memory.pipelining.AutoPipeline, as the
    ledger calls its scripts);
 2. reserve + settle pairs per second through :class:`budgets.BudgetLedger` (one brand,
    so one hash slot: the worst case for a Redis Cluster shard), and their ratio to the
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from budgets import BudgetLedger, BudgetLimits, Refused, ReservationRequest
 from budgets.keys import BrandKeys
-from budgets.scripts import ScriptRunner
+from memory.pipelining import AutoPipeline
 from tests.redis_server import local_redis_server
 
 UNLIMITED = BudgetLimits(user_day=-1, user_month=-1, brand_month=-1, conversation=-1)
@@ -60,8 +60,8 @@ async def run_tasks(tasks: int, total: int, one: Callable[[int], Awaitable[None]
 
 async def evalsha_floor(client: aioredis.Redis, tasks: int, calls: int, *,
                         pipelined: bool) -> float:
-    """Bare EVALSHA of ``return 1``: one round trip per call, or through ScriptRunner."""
-    runner = ScriptRunner(client)
+    """Bare EVALSHA of ``return 1``: one round trip per call, or through AutoPipeline."""
+    runner = AutoPipeline(client)
     script = runner.register("return 1")
     call = (lambda: runner.run(script, [], [])) if pipelined else script
     await call()

@@ -29,8 +29,9 @@ from typing import Literal
 from budgets.alerts import AlertSink, BudgetAlert
 from budgets.keys import BrandKeys, Clock, Periods
 from budgets.pricing import micros_to_usd, usd_to_micros
-from budgets.scripts import LedgerScripts, ScriptRunner
+from budgets.scripts import LedgerScripts
 from gateway.config import UNLIMITED, Brand, Plan
+from memory.pipelining import AutoPipeline
 from memory.redis_client import RedisClient
 
 Scope = Literal["user_day", "user_month", "brand_month", "conversation"]
@@ -150,11 +151,13 @@ class BudgetLedger:
     def __init__(self, redis: RedisClient, *, clock: Clock = time.time, lease_s: float = 120,
                  alerts: AlertSink | None = None, settled_ttl_s: int = 900,
                  late_settle_s: int = 24 * 3600,
-                 conversation_ttl_s: int = 90 * 24 * 3600) -> None:
+                 conversation_ttl_s: int = 90 * 24 * 3600,
+                 pipeline: AutoPipeline | None = None) -> None:
         """``settled_ttl_s``: how long a settled request id is remembered (a repeated
         settle or reserve under it changes nothing); ``late_settle_s``: how long after its
         lease ran out a reservation can still be settled; ``conversation_ttl_s``: how long
-        a conversation's total is kept after its last turn."""
+        a conversation's total is kept after its last turn; ``pipeline``: the process's
+        shared auto-pipeline (one of its own otherwise)."""
         if lease_s <= 0:
             raise ValueError("lease_s must be > 0")
         self._clock = clock
@@ -163,7 +166,7 @@ class BudgetLedger:
         self._settled_ttl_s = settled_ttl_s
         self._late_settle_s = late_settle_s
         self._conversation_ttl_s = conversation_ttl_s
-        self._runner = ScriptRunner(redis)
+        self._runner = pipeline or AutoPipeline(redis)
         self._scripts = LedgerScripts.register(self._runner)
 
     def _now_ms(self) -> tuple[float, int]:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from budgets.keys import BrandKeys, Clock
-from budgets.scripts import ScriptRunner, script_source
+from budgets.scripts import script_source
+from memory.pipelining import AutoPipeline
 from memory.redis_client import RedisClient
 
 RateScope = Literal["user", "brand"]
@@ -43,9 +44,10 @@ def emission_interval_us(period_us: int, limit: int) -> int:
 class RateLimiter:
     """Per-user-per-minute and per-brand-per-second limits over one GCRA script."""
 
-    def __init__(self, redis: RedisClient, *, clock: Clock = time.time) -> None:
+    def __init__(self, redis: RedisClient, *, clock: Clock = time.time,
+                 pipeline: AutoPipeline | None = None) -> None:
         self._clock = clock
-        self._runner = ScriptRunner(redis)
+        self._runner = pipeline or AutoPipeline(redis)
         self._script = self._runner.register(script_source("rate_limit.lua"))
 
     async def check(self, *, brand: str, user_id: str, per_minute_per_user: int,

@@ -31,6 +31,7 @@ from memory.conversations import ConversationStore, TurnJournal
 from memory.hot import HotMemory
 from memory.journal import DirectJournal, OutboxJournal
 from memory.persister import Outbox, Persister
+from memory.pipelining import AutoPipeline
 from memory.preferences import PreferenceStore
 from memory.redis_client import RedisClient, connect_redis, is_embedded
 from memory.response_cache import ResponseCache
@@ -97,18 +98,19 @@ async def open_runtime(config: Config, *, clock: Callable[[], float] = time.time
         registry = build_registry(config, counter)
         stack.push_async_callback(registry.aclose)
         await registry.start()
-        journal, persister = _journal(redis, history, archive, embedded=is_embedded(
+        pipeline = AutoPipeline(redis)  # one for the process: every turn's calls share it
+        journal, persister = _journal(redis, pipeline, history, archive, embedded=is_embedded(
             settings.redis_url), claim_idle_ms=limits.outbox_claim_idle_ms)
         hot = HotMemory(redis, ttl_s=limits.hot_ttl_s, max_messages=limits.hot_messages,
-                        clock=clock)
+                        clock=clock, pipeline=pipeline)
         conversations = ConversationStore(hot, journal, history,
                                           recent_messages=limits.hot_messages)
         alerter = BudgetAlerter(publisher_from_settings(settings, http=http))
         ledger = BudgetLedger(redis, clock=clock, lease_s=limits.reservation_lease_s,
-                              alerts=alerter)
-        gate = BudgetGate(ledger, RateLimiter(redis, clock=clock))
-        cache = ResponseCache(redis)
-        preferences = PreferenceStore(redis)
+                              alerts=alerter, pipeline=pipeline)
+        gate = BudgetGate(ledger, RateLimiter(redis, clock=clock, pipeline=pipeline))
+        cache = ResponseCache(redis, pipeline=pipeline)
+        preferences = PreferenceStore(redis, pipeline=pipeline)
         router = Router(registry)
         summarizer = Summarizer(config=config, router=router, ledger=ledger, history=history,
                                 hot=hot, redis=redis, counter=counter)
@@ -128,11 +130,12 @@ async def open_runtime(config: Config, *, clock: Callable[[], float] = time.time
         yield runtime
 
 
-def _journal(redis: RedisClient, history: HistoryStore, archive: Archive | None, *,
-             embedded: bool, claim_idle_ms: int) -> tuple[TurnJournal, Persister | None]:
+def _journal(redis: RedisClient, pipeline: AutoPipeline, history: HistoryStore,
+             archive: Archive | None, *, embedded: bool,
+             claim_idle_ms: int) -> tuple[TurnJournal, Persister | None]:
     if embedded:
         return DirectJournal(history, archive), None
-    outbox = Outbox(redis)
+    outbox = Outbox(redis, pipeline=pipeline)
     persister = Persister(redis, history, archive, claim_idle_ms=claim_idle_ms)
     return OutboxJournal(outbox), persister
 

@@ -184,7 +184,7 @@ class ChatService:
                                                                 requested, prefs)
         state.prompt_tokens = context.prompt_tokens
         plan_ = _TurnPlan(brand, plan, chain, loaded, context, max_tokens)
-        key = await self._cache_key(plan_, state, prefs)
+        key = self._cache_key(plan_, state, prefs)
         if key is None:
             await self._answer(state, sink, control, plan_)
         else:
@@ -206,11 +206,16 @@ class ChatService:
             spec = turn.chain[0]
             await sink.send(StartFrame(state.frame.id, state.conversation_id, spec.kind,
                                        spec.model))
+        # Record, settle and publish are independent: run together, their Redis calls
+        # share a round trip. All of them finish before ``done``.
+        ending = [self._settle(state)]
         if state.text:  # an empty (cancelled) answer is not history
-            await self._record(state, turn.loaded, turn.plan)
-        await self._settle(state)
+            ending.append(self._record(state, turn.loaded, turn.plan))
         if lead is not None:
-            await self._publish(state, turn, *lead)
+            ending.append(self._publish(state, turn, *lead))
+        for outcome in await asyncio.gather(*ending, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
         state.mark("record")
         await sink.send(self._done_frame(state))
         if self._summarizer and turn.context.history_included < turn.context.history_total:
@@ -240,15 +245,15 @@ class ChatService:
 
     # --- response cache -----------------------------------------------------------------
 
-    async def _cache_key(self, turn: _TurnPlan, state: TurnState,
-                         prefs: dict[str, str]) -> CacheKey | None:
+    def _cache_key(self, turn: _TurnPlan, state: TurnState,
+                   prefs: dict[str, str]) -> CacheKey | None:
         """The cache key for a first turn of a caching brand, else None."""
         brand, frame = turn.brand, state.frame
         if brand.cache == "off" or not turn.loaded.is_new or any(
                 m.role != "system" for m in frame.prior):
             return None
         per_user = brand.cache == "user" or bool(prefs)
-        return await self._cache.key(
+        return self._cache.key(
             brand=brand.name, config_fingerprint=self._fingerprints[brand.name],
             model=turn.chain[0].model, system_prompt=turn.context.messages[0].content
             if turn.context.messages[0].role == "system" else "",
@@ -256,17 +261,15 @@ class ChatService:
 
     async def _answer_with_cache(self, state: TurnState, sink: Sink, control: TurnControl,
                                  turn: _TurnPlan, key: CacheKey) -> None:
-        hit = await self._cache.get(key)
-        if hit is None:
-            async with self._cache.flight(key) as flight:
-                if not flight.leader:
-                    hit = await self._cache.wait(flight)
-                else:
-                    hit = await self._cache.lock_or_wait(key)
-                    if hit is None:
-                        await self._lead(state, sink, control, turn, key, flight)
-                        return
-                    flight.future.set_result(hit)
+        async with self._cache.flight(key) as flight:
+            if not flight.leader:  # the same question is being answered in this process
+                hit = await self._cache.wait(flight)
+            else:  # one round trip: the cached answer, or the lock to answer it
+                hit = await self._cache.lock_or_wait(key, flight)
+                if hit is None:
+                    await self._lead(state, sink, control, turn, key, flight)
+                    return
+                flight.future.set_result(hit)
         self._metrics.cache.labels(turn.brand.name, "hit" if hit else "miss").inc()
         if hit is None:  # the leader failed: answer this one ourselves, uncached
             await self._answer(state, sink, control, turn)
@@ -287,7 +290,7 @@ class ChatService:
         """The leader stores a complete answer (before its ``done``) and wakes followers."""
         if state.outcome == "stop" and state.text:
             answer = CachedAnswer(state.text, state.provider, state.model, "stop")
-            await self._cache.publish(key, answer, ttl_s=turn.brand.cache_ttl_s)
+            await self._cache.publish(key, flight, answer, ttl_s=turn.brand.cache_ttl_s)
             flight.future.set_result(answer)
 
     async def _serve_cached(self, state: TurnState, sink: Sink, turn: _TurnPlan,

@@ -9,6 +9,7 @@ the caller sends ``done``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -81,6 +82,7 @@ class ConversationStore:
 
     async def record(self, conversation: LoadedConversation, turn: TurnRecord) -> None:
         messages: Sequence[StoredMessage] = (turn.user_message, turn.assistant_message)
-        await self._hot.store(conversation.brand, conversation.conversation_id,
-                              conversation.owner, messages, touch_session=True)
-        await self._journal.append(turn)
+        await asyncio.gather(  # independent: concurrent calls share one Redis round trip
+            self._hot.store(conversation.brand, conversation.conversation_id,
+                            conversation.owner, messages, touch_session=True),
+            self._journal.append(turn))

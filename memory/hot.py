@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from memory.pipelining import AutoPipeline
 from memory.records import StoredMessage
 from memory.redis_client import RedisClient
 
@@ -29,6 +30,28 @@ _CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}$")
 _PLAIN_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
+# KEYS: meta, messages[, session]. ARGV: owner, now, ttl s, max messages, replace (0/1),
+# has summary (0/1), summary, conversation id, then the messages (orjson). One atomic
+# step: a crash can never leave a message list without its owner or its TTL.
+_STORE = """
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'updated_at', ARGV[2])
+if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'summary', ARGV[7]) end
+if ARGV[5] == '1' then redis.call('DEL', KEYS[2]) end
+local first = 9
+while first <= #ARGV do
+  local last = math.min(first + 999, #ARGV)
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, first, last))
+  first = last + 1
+end
+if #ARGV >= 9 then redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+if #KEYS == 3 then
+  redis.call('HSET', KEYS[3], 'conversation_id', ARGV[8], 'last_seen', ARGV[2])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
+return 1
+"""
 # HSET only when the hash exists (an atomic check-and-set).
 _SET_IF_PRESENT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -62,9 +85,12 @@ class HotConversation:
 
 class HotMemory:
     def __init__(self, redis: RedisClient, *, ttl_s: int = 300, max_messages: int = 50,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 pipeline: AutoPipeline | None = None) -> None:
         self._redis = redis
+        self._pipeline = pipeline or AutoPipeline(redis)
         self._set_if_present = redis.register_script(_SET_IF_PRESENT)
+        self._store = redis.register_script(_STORE)
         self.ttl_s = ttl_s
         self._max = max_messages
         self._clock = clock
@@ -76,12 +102,9 @@ class HotMemory:
     async def load(self, brand: str, conversation_id: str) -> HotConversation | None:
         """The conversation if hot (and slide its TTL), else None."""
         meta_key, msgs_key = self._keys(brand, conversation_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(meta_key)
-            pipe.lrange(msgs_key, 0, -1)
-            pipe.expire(meta_key, self.ttl_s)
-            pipe.expire(msgs_key, self.ttl_s)
-            meta, raw_messages, *_ = await pipe.execute()
+        meta, raw_messages, *_ = await self._pipeline.group([
+            ("HGETALL", meta_key), ("LRANGE", msgs_key, 0, -1),
+            ("EXPIRE", meta_key, self.ttl_s), ("EXPIRE", msgs_key, self.ttl_s)])
         if b"owner" not in meta:  # absent (or a stray field): not a hot conversation
             return None
         return HotConversation(
@@ -96,21 +119,13 @@ class HotMemory:
         """Append ``messages`` (or replace the list, on rehydration) and slide the TTL; with
         ``touch_session``, also mark this as the owner's current conversation (same trip)."""
         meta_key, msgs_key = self._keys(brand, conversation_id)
-        mapping: dict[Any, Any] = {"owner": owner, "updated_at": repr(self._clock())}
-        if summary is not None:
-            mapping["summary"] = summary
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(meta_key, mapping=mapping)
-            if replace:
-                pipe.delete(msgs_key)
-            if messages:
-                pipe.rpush(msgs_key, *[orjson.dumps(m.to_dict()) for m in messages])
-                pipe.ltrim(msgs_key, -self._max, -1)
-            pipe.expire(meta_key, self.ttl_s)
-            pipe.expire(msgs_key, self.ttl_s)
-            if touch_session:
-                self._touch_session(pipe, brand, owner, conversation_id)
-            await pipe.execute()
+        keys = [meta_key, msgs_key]
+        if touch_session:
+            keys.append(self._session_key(brand, owner))
+        args: list[Any] = [owner, repr(self._clock()), self.ttl_s, self._max, int(replace),
+                           int(summary is not None), summary or "", conversation_id]
+        args += [orjson.dumps(m.to_dict()) for m in messages]
+        await self._pipeline.run(self._store, keys, args)
 
     async def set_summary(self, brand: str, conversation_id: str, summary: str) -> None:
         """Update a hot conversation's summary; never recreates one that expired or was
@@ -126,8 +141,12 @@ class HotMemory:
             self._touch_session(pipe, brand, user_id, conversation_id)
             await pipe.execute()
 
+    @staticmethod
+    def _session_key(brand: str, user_id: str) -> str:
+        return f"cg:{{{brand}}}:sess:{user_key(user_id)}"
+
     def _touch_session(self, pipe: Any, brand: str, user_id: str, conversation_id: str) -> None:
-        key = f"cg:{{{brand}}}:sess:{user_key(user_id)}"
+        key = self._session_key(brand, user_id)
         pipe.hset(key, mapping={"conversation_id": conversation_id,
                                 "last_seen": repr(self._clock())})
         pipe.expire(key, self.ttl_s)

@@ -37,6 +37,7 @@ import structlog
 from redis.exceptions import ResponseError
 
 from memory.cold.base import Archive
+from memory.pipelining import AutoPipeline
 from memory.records import TurnRecord
 from memory.redis_client import RedisClient
 from memory.warm.base import HistoryStore
@@ -68,15 +69,15 @@ class Outbox:
     """The producer side: one ``XADD`` per finished turn."""
 
     def __init__(self, redis: RedisClient, stream: str = STREAM, *,
-                 maxlen: int = DEFAULT_MAXLEN) -> None:
-        self._redis = redis
+                 maxlen: int = DEFAULT_MAXLEN, pipeline: AutoPipeline | None = None) -> None:
+        self._pipeline = pipeline or AutoPipeline(redis)
         self.stream = stream
         self.maxlen = maxlen
 
     async def append(self, turn: TurnRecord) -> str:
         """Append ``turn``; returns the entry id once Redis has it."""
-        entry_id = await self._redis.xadd(self.stream, {FIELD: turn.to_json()},
-                                          maxlen=self.maxlen, approximate=True)
+        entry_id = await self._pipeline.command("XADD", self.stream, "MAXLEN", "~",
+                                                self.maxlen, "*", FIELD, turn.to_json())
         return _text(entry_id)
 
 

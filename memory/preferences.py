@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from memory.hot import user_key
+from memory.pipelining import AutoPipeline
 from memory.redis_client import RedisClient
 
 ALLOWED = {"language": 32, "tone": 32, "style": 64, "expertise": 32, "name": 64}
@@ -51,15 +52,16 @@ def _text(value: bytes | str) -> str:
 
 
 class PreferenceStore:
-    def __init__(self, redis: RedisClient) -> None:
+    def __init__(self, redis: RedisClient, *, pipeline: AutoPipeline | None = None) -> None:
         self._redis = redis
+        self._pipeline = pipeline or AutoPipeline(redis)
 
     @staticmethod
     def _key(brand: str, user_id: str) -> str:
         return f"cg:{{{brand}}}:prefs:{user_key(user_id)}"
 
     async def get(self, brand: str, user_id: str) -> dict[str, str]:
-        raw = await self._redis.hgetall(self._key(brand, user_id))
+        raw = await self._pipeline.command("HGETALL", self._key(brand, user_id))
         return {_text(k): _text(v) for k, v in raw.items()}
 
     async def replace(self, brand: str, user_id: str, prefs: Mapping[str, str]) -> bool:

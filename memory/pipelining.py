@@ -1,0 +1,189 @@
+"""Auto-pipelining: the Redis calls that concurrent turns make share round trips.
+
+A call (a Lua script by SHA, one command, or a group of commands that must travel
+together) joins a queue; a flusher task sends everything queued so far as one
+non-transactional pipeline and hands each caller its own reply. Each script and each
+command still runs atomically on its own; only the network round trip and the client's
+per-call overhead (connection checkout, packing, the write, the read loop) are shared.
+Under load, one pipeline carries the rate checks, preference reads, reservations and
+settlements of many turns; at most ``max_in_flight`` pipelines (connections) are out at
+once, and a call waits for the next one.
+
+Scripts are redis-py ``Script`` objects: they know their SHA1 locally, run with
+``EVALSHA``, and on ``NOSCRIPT`` (a restarted server, a failover, ``SCRIPT FLUSH``) are
+loaded and rerun once, transparently. Errors stay with their caller: a script's error
+reply fails only that call; a connection failure fails every call of its pipeline.
+Redis Cluster clients are called directly (their commands route per slot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from memory.redis_client import RedisClient
+
+Command = tuple[Any, ...]
+
+
+class _Call:
+    """One caller's request: a script (``script`` set), or commands (one or a group)."""
+
+    __slots__ = ("args", "commands", "grouped", "keys", "reply", "script")
+
+    def __init__(self, reply: asyncio.Future[Any], *, script: AsyncScript | None = None,
+                 keys: Sequence[Any] = (), args: Sequence[Any] = (),
+                 commands: Sequence[Command] = (), grouped: bool = False) -> None:
+        self.reply = reply
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.commands = commands
+        self.grouped = grouped
+
+    @property
+    def size(self) -> int:
+        return 1 if self.script is not None else len(self.commands)
+
+
+class AutoPipeline:
+    """Runs scripts and commands; calls made concurrently share pipelined round trips."""
+
+    def __init__(self, redis: RedisClient, *, max_batch: int = 256,
+                 max_in_flight: int = 4) -> None:
+        self.redis = redis
+        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        self._pipelined = not isinstance(redis, RedisCluster)
+        self._queue: deque[_Call] = deque()
+        self._active = 0
+        self._starting = False  # a flusher was created and has not taken its batch yet
+        self._flushers: set[asyncio.Task[None]] = set()
+
+    def register(self, source: str) -> AsyncScript:
+        return self.redis.register_script(source)
+
+    async def run(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """The script's reply, or the error it raised."""
+        if not self._pipelined:
+            return await script(keys=list(keys), args=list(args))
+        return await self._join(_Call(self._future(), script=script, keys=keys, args=args))
+
+    async def command(self, *args: Any) -> Any:
+        """One command's reply (redis-py's response callbacks applied, as for a call on
+        the client), or the error it raised."""
+        if not self._pipelined:
+            return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
+        return await self._join(_Call(self._future(), commands=(args,)))
+
+    async def group(self, commands: Sequence[Command]) -> list[Any]:
+        """Commands sent back to back in one pipeline (not a transaction: use a script
+        when they must be atomic); their replies, or the first error among them."""
+        if not self._pipelined:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                return list(await pipe.execute())
+        if not commands:
+            return []
+        replies: list[Any] = await self._join(
+            _Call(self._future(), commands=commands, grouped=True))
+        return replies
+
+    @staticmethod
+    def _future() -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _join(self, call: _Call) -> Any:
+        self._queue.append(call)
+        if not self._starting and self._active < self._max_in_flight:
+            self._active += 1
+            self._starting = True
+            flusher = asyncio.create_task(self._flush())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
+        return await call.reply
+
+    async def _flush(self) -> None:
+        # Seeing the queue empty and leaving the count happen with no await in between,
+        # so a call queued meanwhile always finds a flusher running or starts one.
+        try:
+            while self._queue:
+                batch, size = [], 0
+                while self._queue and size < self._max_batch:
+                    call = self._queue.popleft()
+                    if not call.reply.done():  # a caller cancelled before its call left
+                        batch.append(call)
+                        size += call.size
+                self._starting = False
+                await self._send(batch)
+        finally:
+            self._starting = False
+            self._active -= 1
+
+    async def _send(self, batch: list[_Call]) -> None:
+        if not batch:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for call in batch:
+                if call.script is not None:
+                    pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+                else:
+                    for command in call.commands:
+                        pipe.execute_command(*command)
+            replies = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for call in batch:
+                call.reply.cancel()
+            raise
+        except Exception as exc:  # a connection failure (or a bad argument): every
+            for call in batch:  # caller of the batch gets it, none is left waiting
+                _resolve(call.reply, exc)
+            return
+        unknown, at = [], 0
+        for call in batch:
+            mine = replies[at:at + call.size]
+            at += call.size
+            if call.script is not None and isinstance(mine[0], NoScriptError):
+                unknown.append(call)
+            elif call.grouped:
+                error = next((r for r in mine if isinstance(r, Exception)), None)
+                _resolve(call.reply, error if error is not None else list(mine))
+            else:
+                _resolve(call.reply, mine[0])
+        if unknown:
+            await self._load_and_rerun(unknown)
+
+    async def _load_and_rerun(self, calls: list[_Call]) -> None:
+        """The server lost the scripts (restart, failover, SCRIPT FLUSH): load, run again."""
+        scripts = {c.script.sha: c.script for c in calls if c.script is not None}
+        try:
+            for script in scripts.values():
+                await self.redis.script_load(script.script)
+        except Exception as exc:  # handed to the callers, who await these replies
+            for call in calls:
+                _resolve(call.reply, exc)
+            return
+        for call in calls:
+            assert call.script is not None
+            try:
+                _resolve(call.reply, await self.redis.evalsha(
+                    call.script.sha, len(call.keys), *call.keys, *call.args))
+            except Exception as exc:  # handed to its caller
+                _resolve(call.reply, exc)
+
+
+def _resolve(reply: asyncio.Future[Any], outcome: Any) -> None:
+    if reply.done():  # the caller was cancelled; the call ran (or failed) regardless
+        return
+    if isinstance(outcome, BaseException):
+        reply.set_exception(outcome)
+    else:
+        reply.set_result(outcome)
