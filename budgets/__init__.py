@@ -10,9 +10,10 @@
   ``{brand}``) and UTC periods; ``scripts.py`` and ``lua/``: the scripts, run by SHA.
 
 A turn, in order: ``RateLimiter.check`` (refused: ``rate_limited`` with its
-``retry_after_ms``); ``BudgetLedger.conversation_remaining`` to cap ``max_tokens``;
-``BudgetLedger.reserve`` of prompt tokens + ``max_tokens`` under a fresh request id
-(``Refused``: ``budget_exceeded`` with its ``scope``); the provider call; then, whatever
+``retry_after_ms``); ``BudgetLedger.reserve`` of prompt tokens + ``max_tokens`` under a
+fresh request id, the answer's share cut down to what a limited conversation has left
+(``least_tokens``; ``Refused``: ``budget_exceeded`` with its ``scope``); the provider
+call; then, whatever
 happened (done, cancelled, failed, client gone), ``BudgetLedger.settle`` with the tokens
 actually used and ``pricing.cost_usd``. A turn that never settles is released when its
 lease runs out. ``BudgetLedger.usage`` and ``brand_usage`` answer the usage endpoints.

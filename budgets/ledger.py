@@ -90,10 +90,15 @@ class ReservationRequest:
     request_id: str
     tokens: int
     limits: BudgetLimits
+    least_tokens: int = 0
+    """When > 0, a limited conversation may cut the reservation down to what it has left,
+    but not below this (the prompt plus one answer token); 0: ``tokens`` or a refusal."""
 
     def __post_init__(self) -> None:
         if self.tokens < 0:
             raise ValueError("tokens must be >= 0")
+        if not 0 <= self.least_tokens <= self.tokens:
+            raise ValueError("least_tokens must be between 0 and tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +199,8 @@ class BudgetLedger:
             self._numbers(now_ms, req.tokens,
                           lim.user_day, lim.user_month, lim.brand_month, lim.conversation,
                           now_ms + self._lease_ms, periods.day_expire_at,
-                          periods.month_expire_at, self._conversation_ttl_s, lim.alert_tokens),
+                          periods.month_expire_at, self._conversation_ttl_s, lim.alert_tokens,
+                          req.least_tokens),
         )
         if isinstance(reply, int):
             if reply < 0:

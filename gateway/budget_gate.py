@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from budgets import (
-    UNLIMITED_REMAINING,
     BudgetLedger,
     BudgetLimits,
     RateLimiter,
@@ -11,7 +10,7 @@ from budgets import (
     ReservationRequest,
 )
 from gateway.auth import Principal
-from gateway.config import UNLIMITED, Brand, Plan
+from gateway.config import Brand, Plan
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.gates import Admission
 from providers.usage import Usage
@@ -47,25 +46,19 @@ class BudgetGate:
 
     async def admit(self, principal: Principal, brand: Brand, plan: Plan, *,
                     conversation_id: str, request_id: str, prompt_tokens: int,
-                    max_tokens: int, new_conversation: bool = False) -> Admission:
-        limit = brand.tokens_per_conversation
-        if new_conversation:  # nothing spent yet: no need to ask Redis
-            remaining = UNLIMITED_REMAINING if limit == UNLIMITED else limit
-        else:
-            remaining = await self._ledger.conversation_remaining(brand.name, conversation_id,
-                                                                  limit)
-        # Capped by what the conversation has left; when nothing is left, reserving one
-        # token still lets the script name the first scope that overflows, in order.
-        max_tokens = max(1, min(max_tokens, remaining - prompt_tokens))
-        reservation = prompt_tokens + max_tokens
+                    max_tokens: int) -> Admission:
+        # One script: the answer's share is cut down to what a limited conversation has
+        # left (at least one token, so that a spent conversation is refused by name).
+        wanted = prompt_tokens + max_tokens
         result = await self._ledger.reserve(ReservationRequest(
             brand=brand.name, user_id=principal.user_id, conversation_id=conversation_id,
-            request_id=request_id, tokens=reservation,
+            request_id=request_id, tokens=wanted, least_tokens=min(wanted, prompt_tokens + 1),
             limits=BudgetLimits.for_plan(plan, brand)))
         if isinstance(result, Refused):
             raise _exceeded(result.scope)
         return Admission(request_id=request_id, brand=brand.name,
-                         reserved_tokens=result.tokens, max_tokens=max_tokens)
+                         reserved_tokens=result.tokens,
+                         max_tokens=max(1, result.tokens - prompt_tokens))
 
     async def settle(self, principal: Principal, admission: Admission, *, usage: Usage,
                      cost_usd: float) -> None:

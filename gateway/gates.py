@@ -31,9 +31,9 @@ class TurnGate(Protocol):
 
     async def admit(self, principal: Principal, brand: Brand, plan: Plan, *,
                     conversation_id: str, request_id: str, prompt_tokens: int,
-                    max_tokens: int, new_conversation: bool = False) -> Admission:
-        """Reserve prompt + max_tokens (capped by what the conversation has left; a new
-        conversation has its whole allowance) in every scope at once, or raise
+                    max_tokens: int) -> Admission:
+        """Reserve prompt + max_tokens (the answer's share capped by what the conversation
+        has left, at least one token) in every scope at once, or raise
         ``BudgetExceeded`` naming the first scope that overflows."""
         ...
 

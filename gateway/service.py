@@ -228,7 +228,7 @@ class ChatService:
         reserve = asyncio.ensure_future(self._gate.admit(
             state.principal, turn.brand, turn.plan, conversation_id=state.conversation_id,
             request_id=state.request_id, prompt_tokens=turn.context.prompt_tokens,
-            max_tokens=turn.max_tokens, new_conversation=turn.loaded.is_new))
+            max_tokens=turn.max_tokens))
         try:
             return await asyncio.shield(reserve)
         except asyncio.CancelledError:

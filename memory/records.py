@@ -8,7 +8,7 @@ for plans with ``archive = true``, to the cold archive. It carries no secrets; i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -62,7 +62,7 @@ class TurnRecord:
         return int(self.created_at + self.history_ttl_days * 86400)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)  # orjson encodes (nested) dataclasses natively: no asdict copy
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> TurnRecord:

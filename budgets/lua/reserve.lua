@@ -1,7 +1,7 @@
 -- Reserve tokens on four scopes at once, all or nothing.
 -- KEYS[1] user day  KEYS[2] user month  KEYS[3] brand month  KEYS[4] conversation
 -- KEYS[5] the brand's leases ZSET  KEYS[6] this request's lease record
--- ARGV[1] the integers A[1..13]:
+-- ARGV[1] the integers A[1..14]:
 --   A[1..3] as in leases.lua
 --   A[4] tokens to reserve
 --   A[5..8] limits of KEYS[1..4] in tokens, -1 unlimited
@@ -9,6 +9,8 @@
 --   A[10] day key expiry, A[11] month key expiry (epoch s: end of period + margin)
 --   A[12] conversation TTL (s)
 --   A[13] brand-month tokens at which the brand's alert fires (0: none)
+--   A[14] the least the reservation may shrink to, to fit what a limited conversation has
+--         left (the prompt plus one answer token); 0: reserve exactly A[4] or refuse
 -- A scope admits the reservation only if used + reserved + tokens <= limit; the first
 -- scope (in KEYS order) that would overflow refuses it and nothing is written.
 -- Returns (compact, so the client parses one reply line):
@@ -25,6 +27,12 @@ if previous then
 end
 
 local tokens = tonumber(A[4])
+local least, conversation_limit = tonumber(A[14]), tonumber(A[8])
+if least > 0 and conversation_limit >= 0 then
+  local r = redis.call('HMGET', KEYS[4], 'used', 'reserved')
+  local left = conversation_limit - num(r[1]) - num(r[2])
+  tokens = math.max(least, math.min(tokens, left))
+end
 for i = 1, 4 do
   local limit = tonumber(A[4 + i])
   if limit >= 0 then
@@ -40,11 +48,11 @@ end
 -- a key with reservations outstanding has had its TTL set already.
 local expiry = {A[10], A[11], A[11]}
 for i = 1, 4 do
-  if redis.call('HINCRBY', KEYS[i], 'reserved', A[4]) == tokens then
+  if redis.call('HINCRBY', KEYS[i], 'reserved', tokens) == tokens then
     if i < 4 then expire_at(KEYS[i], expiry[i]) else redis.call('EXPIRE', KEYS[4], A[12]) end
   end
 end
-redis.call('SET', KEYS[6], table.concat({'r', A[4], KEYS[1], KEYS[2], KEYS[3], KEYS[4],
+redis.call('SET', KEYS[6], table.concat({'r', tokens, KEYS[1], KEYS[2], KEYS[3], KEYS[4],
   A[10], A[11], A[12], A[13], A[7]}, ' '))
 redis.call('ZADD', KEYS[5], A[9], KEYS[6])
 return tokens

@@ -168,6 +168,41 @@ async def test_conversation_remaining(ledger: BudgetLedger) -> None:
     assert await ledger.conversation_remaining("growain", "conv-1", 100) == 0
 
 
+async def test_a_reservation_shrinks_to_what_the_conversation_has_left(
+        ledger: BudgetLedger) -> None:
+    limits = BudgetLimits(user_day=-1, user_month=-1, brand_month=-1, conversation=100)
+
+    def shrinking(request_id: str, tokens: int, least: int) -> ReservationRequest:
+        return ReservationRequest(brand="growain", user_id="alice", conversation_id="conv-1",
+                                  request_id=request_id, tokens=tokens, limits=limits,
+                                  least_tokens=least)
+
+    assert await ledger.reserve(shrinking("r1", 70, 11)) == Reserved("r1", 70)
+    assert await ledger.reserve(shrinking("r2", 70, 11)) == Reserved("r2", 30)  # 30 left
+    assert await ledger.conversation_remaining("growain", "conv-1", 100) == 0
+    refused = await ledger.reserve(shrinking("r3", 70, 11))  # nothing left: refused by name
+    assert refused == Refused(scope="conversation", limit=100, committed=100)
+    assert await ledger.reserve(shrinking("r2", 70, 11)) == Reserved("r2", 30)  # a retry
+    assert await ledger.settle(brand="growain", request_id="r2", actual_tokens=12)
+    assert (await ledger.usage("growain", "alice")).user_day.committed == 82
+
+
+async def test_shrinking_reservations_never_exceed_the_conversation(
+        client_factory: Clients) -> None:
+    """Many processes' turns race for one conversation's last tokens."""
+    limits = BudgetLimits(user_day=-1, user_month=-1, brand_month=-1, conversation=1_000)
+    ledgers = [BudgetLedger(c) for c in client_factory(4)]
+    outcomes = await asyncio.gather(*(ledgers[i % 4].reserve(ReservationRequest(
+        brand="growain", user_id=f"u{i}", conversation_id="shared", request_id=f"q{i}",
+        tokens=90, limits=limits, least_tokens=20)) for i in range(60)))
+    granted = [o.tokens for o in outcomes if isinstance(o, Reserved)]
+    assert sum(granted) <= 1_000
+    assert all(20 <= t <= 90 for t in granted)
+    assert 1_000 - sum(granted) < 20  # what is left could not hold another turn
+    assert await ledgers[0].conversation_remaining("growain", "shared", 1_000) == (
+        1_000 - sum(granted))
+
+
 async def test_tenants_and_hostile_ids_are_kept_apart(ledger: BudgetLedger) -> None:
     limits = BudgetLimits(user_day=10, user_month=-1, brand_month=-1, conversation=-1)
     for brand in ("growain", "mindagain"):

@@ -276,3 +276,33 @@ async def test_a_provider_that_never_answers_bills_nothing(
     assert result.kinds == ["error"] and result.last["code"] == "provider_error"
     assert "conversation_id" not in result.last  # the new conversation was never stored
     assert (usage.user_day.used, usage.user_day.reserved) == (0, 0)
+
+
+async def test_the_conversation_cap_cuts_max_tokens_then_refuses(
+        tmp_path, redis_url: str, openai_fake: FakeUpstream) -> None:  # noqa: F811
+    """Asserted on the provider side: each turn asks for at most what the conversation has
+    left, and a spent conversation is refused by name before any provider call."""
+    from tests.gateway_harness import make_config, openai_brands, running_gateway
+
+    overrides = openai_brands(openai_fake.url, "growain")
+    overrides["brands"]["growain"]["tokens_per_conversation"] = 200
+    config = make_config(tmp_path, redis_url, **overrides)
+    async with running_gateway(config) as server, aiohttp.ClientSession() as http, \
+            http.ws_connect(server.make_url("/v1/ws"), params={"token": token()}) as ws:
+        sock = ChatSocket(ws)
+        asked, conversation_id, spent, last = [], None, 0, None
+        for i in range(40):
+            last = await sock.chat(f"Question {i}", frame_id=f"t{i}", max_tokens=300,
+                                   conversation_id=conversation_id)
+            if last.last["type"] != "done":
+                break
+            conversation_id = last.last["conversation_id"]
+            usage = last.last["usage"]
+            asked.append(openai_fake.bodies[-1]["max_tokens"])
+            spent += usage["prompt_tokens"] + usage["completion_tokens"]
+    assert last is not None and last.last["code"] == "budget_exceeded"
+    assert last.last["scope"] == "conversation"
+    assert len(openai_fake.bodies) == len(asked)  # the refused turn never reached it
+    assert asked[0] < 200  # already cut: 200 tokens less the first prompt
+    assert asked == sorted(asked, reverse=True) and asked[-1] < asked[0]
+    assert spent <= 200 + asked[-1]  # the last admitted turn fitted what was left
