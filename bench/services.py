@@ -213,7 +213,8 @@ def start_bare(workdir: Path, upstream: Service, core: int | None) -> Service:
 
 def chatgate_config(*, upstream_port: int, redis_port: int, workdir: Path,
                     jwt_secret: str) -> str:
-    """A config whose budgets and rate limits never refuse; the product otherwise as is."""
+    """A config whose budgets and rate limits never refuse (finite limits far above what
+    a run uses, so every check does its full work); the product otherwise as is."""
     return f"""# written by bench/run.py: budgets, memory and cache on; limits that never refuse
 [settings]
 redis_url = "redis://127.0.0.1:{redis_port}/0"
@@ -222,16 +223,16 @@ archive_url = ""
 jwt_secret = "{jwt_secret}"
 
 [plans.{PLAN}]
-tokens_per_day = -1
-tokens_per_month = -1
+tokens_per_day = 1_000_000_000_000
+tokens_per_month = 1_000_000_000_000
 max_context_window = 32000
 history_ttl_days = 1
 archive = false
 
 [brands.{BRAND}]
 providers = ["openai:{MODEL}"]
-tokens_per_conversation = -1
-monthly_budget = -1
+tokens_per_conversation = 1_000_000_000
+monthly_budget = 1_000_000_000_000
 alert_threshold = 0.99
 system_prompt = "You are the benchmark's assistant."
 cache = "brand"
