@@ -119,6 +119,7 @@ async def open_runtime(config: Config, *, clock: Callable[[], float] = time.time
                               conversations=conversations, counter=counter, gate=gate,
                               metrics=metrics, cache=cache, preferences=preferences,
                               summarizer=summarizer, clock=clock)
+        stack.push_async_callback(service.drain)  # before Redis closes
         runtime = Runtime(config=config, metrics=metrics, redis=redis, verifier=verifier,
                           dev_secret=secret, counter=counter, registry=registry, hot=hot,
                           history=history, archive=archive, conversations=conversations,

@@ -143,6 +143,11 @@ class ChatService:
         self._metrics = metrics
         self._clock = clock
 
+    async def drain(self) -> None:
+        """Wait for the background releases of reservations that turns did not use."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     async def chat(self, principal: Principal, frame: ChatFrame, sink: Sink,
                    control: TurnControl | None = None) -> TurnState:
         """Run one turn to completion, writing frames to ``sink``. Never raises for the
@@ -191,9 +196,11 @@ class ChatService:
             await self._answer_with_cache(state, sink, control, plan_, key)
 
     async def _answer(self, state: TurnState, sink: Sink, control: TurnControl,
-                      turn: _TurnPlan, lead: tuple[CacheKey, Flight] | None = None) -> None:
-        """Reserve, stream from the provider chain, record, settle, (cache), send ``done``."""
-        state.admission = await self._admit(state, turn)
+                      turn: _TurnPlan, lead: tuple[CacheKey, Flight] | None = None,
+                      reserve: asyncio.Future[Admission] | None = None) -> None:
+        """Reserve (or take the reservation already under way), stream from the provider
+        chain, record, settle, (cache), send ``done``."""
+        state.admission = await self._admitted(state, reserve or self._reserve(state, turn))
         state.attempted = turn.chain[0]
         state.mark("reserve")
         request = ProviderRequest(model=turn.chain[0].model, messages=turn.context.messages,
@@ -222,13 +229,16 @@ class ChatService:
             self._summarizer.schedule(turn.brand.name, state.principal.user_id,
                                       state.conversation_id)
 
-    async def _admit(self, state: TurnState, turn: _TurnPlan) -> Admission:
-        """Reserve under a shield: if the client goes away while the script runs, the
-        reservation it made is released at once instead of waiting for its lease."""
-        reserve = asyncio.ensure_future(self._gate.admit(
+    def _reserve(self, state: TurnState, turn: _TurnPlan) -> asyncio.Future[Admission]:
+        return asyncio.ensure_future(self._gate.admit(
             state.principal, turn.brand, turn.plan, conversation_id=state.conversation_id,
             request_id=state.request_id, prompt_tokens=turn.context.prompt_tokens,
             max_tokens=turn.max_tokens))
+
+    async def _admitted(self, state: TurnState,
+                        reserve: asyncio.Future[Admission]) -> Admission:
+        """Wait for the reservation under a shield: if the client goes away while the
+        script runs, what it reserved is released at once instead of waiting for its lease."""
         try:
             return await asyncio.shield(reserve)
         except asyncio.CancelledError:
@@ -242,6 +252,26 @@ class ChatService:
         task = asyncio.ensure_future(self._settle(state))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _release_unused(self, principal: Principal,
+                        reserve: asyncio.Future[Admission]) -> None:
+        """A reservation the turn turned out not to need (a cached answer): settled at zero
+        once it exists; a refusal is simply dropped."""
+        def release(done: asyncio.Future[Admission]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            task = asyncio.ensure_future(self._gate_release(principal, done.result()))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        reserve.add_done_callback(release)
+
+    async def _gate_release(self, principal: Principal, admission: Admission) -> None:
+        try:
+            await self._gate.settle(principal, admission, usage=Usage(0, 0), cost_usd=0.0)
+        except (OSError, RedisError) as exc:  # its lease releases it
+            log.warning("release_failed", request_id=admission.request_id,
+                        error=type(exc).__name__)
 
     # --- response cache -----------------------------------------------------------------
 
@@ -264,11 +294,20 @@ class ChatService:
         async with self._cache.flight(key) as flight:
             if not flight.leader:  # the same question is being answered in this process
                 hit = await self._cache.wait(flight)
-            else:  # one round trip: the cached answer, or the lock to answer it
-                hit = await self._cache.lock_or_wait(key, flight)
+            else:
+                # One round trip: the cached answer or the lock to answer it, and the
+                # reservation a miss needs next. A hit releases that reservation unused
+                # (a cached answer spends no budget, and a refusal does not stop it).
+                reserve = self._reserve(state, turn)
+                try:
+                    hit = await self._cache.lock_or_wait(key, flight)
+                except BaseException:
+                    self._release_unused(state.principal, reserve)
+                    raise
                 if hit is None:
-                    await self._lead(state, sink, control, turn, key, flight)
+                    await self._lead(state, sink, control, turn, key, flight, reserve)
                     return
+                self._release_unused(state.principal, reserve)
                 flight.future.set_result(hit)
         self._metrics.cache.labels(turn.brand.name, "hit" if hit else "miss").inc()
         if hit is None:  # the leader failed: answer this one ourselves, uncached
@@ -277,10 +316,11 @@ class ChatService:
             await self._serve_cached(state, sink, turn, hit)
 
     async def _lead(self, state: TurnState, sink: Sink, control: TurnControl,
-                    turn: _TurnPlan, key: CacheKey, flight: Flight) -> None:
+                    turn: _TurnPlan, key: CacheKey, flight: Flight,
+                    reserve: asyncio.Future[Admission]) -> None:
         self._metrics.cache.labels(turn.brand.name, "miss").inc()
         try:
-            await self._answer(state, sink, control, turn, (key, flight))
+            await self._answer(state, sink, control, turn, (key, flight), reserve)
         finally:
             if not (flight.future.done() and flight.future.result() is not None):
                 await self._cache.unlock(key)  # no answer was published (which unlocks)

@@ -10,11 +10,18 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from budgets import BudgetLimits, ReservationRequest
 from gateway.config import Config
 from tests.e2e.wsclient import ChatSocket
 from tests.fakes.fixtures import openai_fake  # noqa: F401
 from tests.fakes.upstream import FakeUpstream, Reply, slow
-from tests.gateway_harness import make_config, openai_brands, running_gateway, token
+from tests.gateway_harness import (
+    make_config,
+    openai_brands,
+    running_gateway,
+    runtime_of,
+    token,
+)
 
 
 @pytest.fixture
@@ -51,6 +58,30 @@ async def test_repeated_first_question_is_served_from_cache(
     done = second[-1]
     assert done["cached"] is True and done["usage"]["total_tokens"] == 0  # type: ignore[index]
     assert done["cost_usd"] == 0
+
+
+async def test_a_hit_spends_no_budget_and_is_served_past_a_spent_one(
+        tmp_path: Path, redis_url: str, openai_fake: FakeUpstream) -> None:  # noqa: F811
+    overrides = openai_brands(openai_fake.url, "growain")
+    overrides["plans"] = {"free": {"tokens_per_day": 5_000}}
+    async with running_gateway(make_config(tmp_path, redis_url, **overrides)) as server:
+        ledger = runtime_of(server).ledger
+        await _ask(server, "What are your opening hours?", user="u1")
+        second = await _ask(server, "What are your opening hours?", user="u2")
+        await runtime_of(server).service.drain()  # the hit's speculative reservation
+        u2 = await ledger.usage("growain", "u2")
+        assert second[-1]["cached"] is True
+        assert (u2.user_day.used, u2.user_day.reserved) == (0, 0)
+        # u3 has spent the day: a fresh question is refused, a cached one still served.
+        await ledger.reserve(ReservationRequest(
+            brand="growain", user_id="u3", conversation_id="c", request_id="spent",
+            tokens=5_000, limits=BudgetLimits(5_000, -1, -1, -1)))
+        refused = await _ask(server, "Something new entirely", user="u3")
+        served = await _ask(server, "What are your opening hours?", user="u3")
+        await runtime_of(server).service.drain()
+    assert refused[-1]["code"] == "budget_exceeded"
+    assert served[-1]["type"] == "done" and served[-1]["cached"] is True
+    assert openai_fake.request_count == 1
 
 
 async def test_follow_up_turns_are_never_cached(server: TestServer,

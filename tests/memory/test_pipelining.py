@@ -70,12 +70,14 @@ async def test_a_call_cancelled_before_it_left_is_not_sent(any_redis: RedisClien
     assert await any_redis.get("{t}:n") == b"9"
 
 
-class SignallingClient:
-    """Delegates to a client; ``sent`` is set when a pipeline is about to go out."""
+class HoldingClient:
+    """Delegates to a client; a pipeline, once executed, holds its replies until
+    ``release`` is set (``ran`` says it has run): the caller can leave in between."""
 
     def __init__(self, client: RedisClient) -> None:
         self._client = client
-        self.sent = asyncio.Event()
+        self.ran = asyncio.Event()
+        self.release = asyncio.Event()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -84,23 +86,26 @@ class SignallingClient:
         pipe = self._client.pipeline(transaction=transaction)
         execute = pipe.execute
 
-        async def signalling_execute(raise_on_error: bool = True) -> Any:
-            self.sent.set()
-            return await execute(raise_on_error=raise_on_error)
+        async def holding_execute(raise_on_error: bool = True) -> Any:
+            replies = await execute(raise_on_error=raise_on_error)
+            self.ran.set()
+            await self.release.wait()
+            return replies
 
-        pipe.execute = signalling_execute  # type: ignore[method-assign]
+        pipe.execute = holding_execute  # type: ignore[method-assign]
         return pipe
 
 
 async def test_a_call_cancelled_in_flight_still_runs(any_redis: RedisClient) -> None:
-    client = SignallingClient(any_redis)
+    client = HoldingClient(any_redis)
     runner = AutoPipeline(client)  # type: ignore[arg-type]
     script = runner.register("return redis.call('INCR', KEYS[1])")
     first = asyncio.ensure_future(runner.run(script, ["{t}:n"], []))
-    await client.sent.wait()
+    await client.ran.wait()  # the script ran; its reply has not reached the caller
     first.cancel()
     await asyncio.gather(first, return_exceptions=True)
     assert first.cancelled()
+    client.release.set()  # the flusher delivers to nobody, and goes on serving others
     assert await runner.run(script, ["{t}:n"], []) == 2
 
 
