@@ -9,7 +9,9 @@ Per provider of the chain (``kind:model``), in order:
     its circuit stays closed, then the next provider is tried; a timeout moves on to the
     next provider at once; a fatal failure (bad request, auth) ends the turn.
 Once the first token has been handed on, the provider is committed: a failure, or a gap
-longer than ``chunk_timeout_s`` between events, raises ``StreamInterrupted(cause)``;
+longer than ``chunk_timeout_s`` waiting for its next event, raises
+``StreamInterrupted(cause)`` (time the consumer spends between events does not count; one
+:class:`~providers.idle_watch.IdleWatch` timer per stream keeps this cheap per event);
 text that reached the client is never silently replaced by another provider's. When
 every provider fails, the last (real) error is raised.
 
@@ -42,6 +44,7 @@ from providers.errors import (
     RetryableProviderError,
     StreamInterrupted,
 )
+from providers.idle_watch import IdleWatch
 from providers.registry import ProviderRegistry
 from providers.retry import RetryPolicy, call_with_retry
 
@@ -61,7 +64,8 @@ ProviderStream = AsyncGenerator[ProviderEvent, None]
 
 @dataclass(frozen=True, slots=True)
 class _Started:
-    """A provider that produced its first token; ``head`` holds the events so far."""
+    """A provider that produced its first token; ``head`` holds the events so far, and
+    ``watch`` bounds the wait for each following one (closed with the stream)."""
 
     route: RouteChosen
     head: tuple[ProviderEvent, ...]
@@ -69,6 +73,7 @@ class _Started:
     ended: bool
     options: ProviderOptions
     breaker: CircuitBreaker
+    watch: IdleWatch
 
 
 async def read_head(events: ProviderStream) -> tuple[tuple[ProviderEvent, ...], bool]:
@@ -171,8 +176,10 @@ class Router:
             raise
         breaker.record_success()
         stack.push_async_callback(events.aclose)
+        watch = IdleWatch(options.chunk_timeout_s)
+        stack.callback(watch.close)
         route = RouteChosen(provider=provider.name, model=spec.model)
-        return _Started(route, head, events, ended, options, breaker)
+        return _Started(route, head, events, ended, options, breaker, watch)
 
     @staticmethod
     async def _warm(provider: Provider, spec: ProviderSpec, breaker: CircuitBreaker) -> None:
@@ -193,7 +200,7 @@ class Router:
         """The next event of a committed stream; failures become ``StreamInterrupted``."""
         timeout_s = started.options.chunk_timeout_s
         try:
-            async with asyncio.timeout(timeout_s):
+            with started.watch:
                 return await anext(started.events, None)
         except TimeoutError as exc:
             cause = ProviderTimeout(f"{started.route.provider} sent nothing for {timeout_s}s",
