@@ -2,10 +2,12 @@
 
 The upgrade is authenticated first (401 before any frame). Each ``chat`` frame runs as
 its own task through the :class:`ChatService`, so several chats share one socket; their
-frames are multiplexed through one bounded outbound queue drained by a single writer
-(a slow client slows its own producers instead of growing memory). A bad frame gets one
-``error`` frame and the socket stays open; closing the socket cancels every turn in
-flight, and each of them settles its budget.
+frames go out in order through one :class:`SocketSink`: written straight from the
+producer's task while the socket is idle, queued (bounded) behind a write in flight and
+drained by a writer task that exists only while there is a backlog (a slow client slows
+its own producers instead of growing memory). A bad frame gets one ``error`` frame and the
+socket stays open; closing the socket cancels every turn in flight, and each of them
+settles its budget.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import asyncio
 import contextlib
 import functools
 import weakref
+from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -42,60 +46,196 @@ log = structlog.get_logger("chatgate.ws")
 HARD_FRAME_LIMIT_FACTOR = 16
 
 
-class QueueSink:
-    """A sink onto a connection's bounded outbound queue.
+class FrameSocket(Protocol):
+    """What a :class:`SocketSink` uses of aiohttp's ``WebSocketResponse``."""
 
-    A producer waiting for room in a full queue is released (``SinkClosed``) the moment
-    the connection closes, so a dead writer can never strand a turn. The queue (and,
-    through ``on_first_frame``, the socket's writer task) is created with the first frame:
-    an idle socket costs neither."""
+    @property
+    def closed(self) -> bool: ...
 
-    __slots__ = ("_closed", "_maxsize", "_on_first_frame", "queue")
+    async def send_frame(self, message: bytes, opcode: WSMsgType,
+                         compress: int | None = None) -> None: ...
 
-    def __init__(self, maxsize: int,
-                 on_first_frame: Callable[[asyncio.Queue[bytes]], None] | None = None) -> None:
+
+class SocketSink:
+    """A sink that writes one socket's frames in the order they are sent.
+
+    When the socket is idle (no write in flight, nothing queued) the producer writes its
+    frame itself, in its own task: aiohttp puts the frame on the transport and returns
+    without yielding, unless it must drain a paused transport (after writing) or, with
+    compression, compress a large frame in the executor. Frames sent while a write is in
+    flight join a bounded FIFO of ``maxsize`` frames, drained by a writer task that is
+    started then and ends once the FIFO is empty, after which producers write directly
+    again; when the FIFO is full, producers wait for room in arrival order, so a slow
+    client slows its own producers instead of growing memory.
+
+    A producer waiting for room is released (``SinkClosed``) the moment the sink closes. A
+    write that fails (the socket is closed or broken) closes the sink, calls
+    ``on_broken`` once and raises ``SinkClosed`` in the producer. A producer cancelled
+    during its own write frees the sink (a backlog goes to the writer task) without
+    corrupting the stream or reordering it (see ``_pass_turn``). An idle sink holds
+    neither a queue nor a task."""
+
+    __slots__ = ("_busy", "_closed", "_maxsize", "_on_broken", "_pending", "_waiters",
+                 "_writer", "_ws")
+
+    def __init__(self, ws: FrameSocket, maxsize: int,
+                 on_broken: Callable[[], None] | None = None) -> None:
+        self._ws = ws
         self._maxsize = maxsize
-        self._on_first_frame = on_first_frame
-        self.queue: asyncio.Queue[bytes] | None = None
-        self._closed = asyncio.Event()
+        self._on_broken = on_broken
+        self._closed = False
+        # The write turn is taken: a producer's direct write or the writer task is in
+        # flight. While it is free, nothing is pending and nobody waits for room.
+        self._busy = False
+        # Frames accepted behind the write in flight (at most ``maxsize``), and producers
+        # waiting for room with their frame; both created on the first backlog.
+        self._pending: deque[bytes] | None = None
+        self._waiters: deque[tuple[bytes, asyncio.Future[None]]] | None = None
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self._closed
+
+    @property
+    def busy(self) -> bool:
+        """A write is in flight (a producer's own or the writer task's)."""
+        return self._busy
+
+    @property
+    def backlog(self) -> int:
+        """Frames accepted but not yet handed to the socket."""
+        return len(self._pending) if self._pending is not None else 0
+
+    @property
+    def writer(self) -> asyncio.Task[None] | None:
+        """The writer task, while there is a backlog to drain."""
+        return self._writer
 
     def close(self) -> None:
-        self._closed.set()
+        """Drop the backlog and release every producer waiting for room."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pending is not None:
+            self._pending.clear()
+        if self._waiters is not None:
+            for _, room in self._waiters:
+                if not room.done():
+                    room.set_result(None)
+            self._waiters.clear()
+
+    async def aclose(self) -> None:
+        """Close, then stop the writer task (it may be waiting on a stalled socket)."""
+        self.close()
+        writer = self._writer
+        if writer is not None:
+            writer.cancel()
+            await asyncio.wait({writer})
 
     async def send(self, frame: ServerFrame) -> None:
-        if self.closed:
+        if self._closed:
             raise SinkClosed()
         data = encode_frame(frame)
-        queue = self.queue
-        if queue is None:
-            queue = self.queue = asyncio.Queue(self._maxsize)
-            if self._on_first_frame is not None:
-                self._on_first_frame(queue)
-        try:
-            queue.put_nowait(data)
+        if not self._busy:
+            self._busy = True
+            try:
+                await self._write(data)
+            finally:
+                self._pass_turn()
             return
-        except asyncio.QueueFull:
-            pass
-        put = asyncio.ensure_future(queue.put(data))
-        closed = asyncio.ensure_future(self._closed.wait())
-        try:
-            await asyncio.wait({put, closed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-            if not put.done():
-                put.cancel()
-        if not put.done() or put.cancelled():
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = deque()
+        if len(pending) < self._maxsize and not self._waiters:
+            pending.append(data)
+            return
+        await self._wait_for_room(data)
+
+    async def _write(self, data: bytes) -> None:
+        """One frame onto the socket; a socket that cannot take it closes the sink."""
+        if self._ws.closed:
+            self.close()
             raise SinkClosed()
+        try:
+            await self._ws.send_frame(data, WSMsgType.TEXT)
+        except (ConnectionError, RuntimeError) as exc:
+            self._break()
+            raise SinkClosed() from exc
+        except Exception as exc:
+            log.exception("ws_send_failed")
+            self._break()
+            raise SinkClosed() from exc
+
+    def _break(self) -> None:
+        if self._closed:
+            return
+        self.close()
+        if self._on_broken is not None:
+            self._on_broken()
+
+    def _pass_turn(self) -> None:
+        """After a direct write (done, failed or cancelled): hand a backlog to the writer.
+
+        A producer cancelled mid-write leaves no half frame and nothing that a later frame
+        could overtake: aiohttp writes a frame whole (one ``transport.write``, or two with
+        no await between) before it awaits the drain, and a frame it compresses in the
+        executor goes to its own shielded task, scheduled before the cancelled producer
+        can run again, which takes aiohttp's send lock (FIFO) before any later frame asks
+        for it."""
+        if self._pending and not self._closed:
+            self._writer = asyncio.create_task(self._drain())  # the turn stays taken
+        else:
+            self._busy = False
+
+    async def _wait_for_room(self, data: bytes) -> None:
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = deque()
+        room = asyncio.get_running_loop().create_future()
+        entry = (data, room)
+        waiters.append(entry)
+        try:
+            await room
+        except asyncio.CancelledError:
+            # Not yet admitted: withdraw the frame. (Admitted already: it will be sent.)
+            with contextlib.suppress(ValueError):
+                waiters.remove(entry)
+            raise
+        if self._closed:
+            raise SinkClosed()
+
+    async def _drain(self) -> None:
+        """The writer task: write the backlog in order, admitting waiters as room frees."""
+        pending = self._pending
+        assert pending is not None
+        try:
+            while pending and not self._closed:
+                data = pending.popleft()
+                waiters = self._waiters
+                while waiters:
+                    waiting, room = waiters.popleft()
+                    if not room.done():
+                        pending.append(waiting)
+                        room.set_result(None)
+                        break
+                await self._write(data)
+        except SinkClosed:
+            pass
+        finally:
+            self._writer = None
+            self._busy = False
+            if pending and not self._closed:
+                # Stopped from outside with frames left: later frames would overtake them.
+                self._break()
+            self._pending = self._waiters = None
 
 
 class WebSocketSession:
-    """One authenticated socket: reads frames, runs chats, writes frames."""
+    """One authenticated socket: reads frames, runs chats, writes frames (through its
+    :class:`SocketSink`); a failed write closes the socket (1006)."""
 
-    __slots__ = ("_inflight", "_limits", "_principal", "_service", "_sink", "_writer", "_ws")
+    __slots__ = ("_closer", "_inflight", "_limits", "_principal", "_service", "_sink", "_ws")
 
     def __init__(self, ws: web.WebSocketResponse, service: ChatService, principal: Principal,
                  limits: Limits) -> None:
@@ -103,12 +243,16 @@ class WebSocketSession:
         self._service = service
         self._principal = principal
         self._limits = limits
-        self._sink = QueueSink(limits.outbound_queue_frames, self._start_writer)
-        self._writer: asyncio.Task[None] | None = None
+        self._sink = SocketSink(ws, limits.outbound_queue_frames, self._on_broken)
+        self._closer: asyncio.Task[bool] | None = None
         self._inflight: dict[str, tuple[asyncio.Task[TurnState], TurnControl]] = {}
 
-    def _start_writer(self, queue: asyncio.Queue[bytes]) -> None:
-        self._writer = asyncio.create_task(self._write_loop(queue))
+    def _on_broken(self) -> None:
+        # The client is gone: closing the socket also ends the reader loop. Its own task,
+        # not the producer's: the producer gets SinkClosed at once.
+        if self._closer is None and not self._ws.closed:
+            self._closer = asyncio.create_task(
+                self._ws.close(code=WSCloseCode.ABNORMAL_CLOSURE))
 
     async def run(self) -> None:
         try:
@@ -120,22 +264,11 @@ class WebSocketSession:
         finally:
             self._sink.close()
             await self._cancel_all()
-            if self._writer is not None:
-                self._writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._writer
-
-    async def _write_loop(self, queue: asyncio.Queue[bytes]) -> None:
-        try:
-            while not self._ws.closed:
-                data = await queue.get()
-                await self._ws.send_frame(data, WSMsgType.TEXT)
-        except (ConnectionError, RuntimeError):
-            pass
-        # The client is gone: release waiting producers and end the reader loop too.
-        self._sink.close()
-        if not self._ws.closed:
-            await self._ws.close(code=WSCloseCode.ABNORMAL_CLOSURE)
+            await self._sink.aclose()
+            if self._closer is not None:
+                # Nearly done: the reader loop it ended has marked the socket closing.
+                with contextlib.suppress(Exception):
+                    await self._closer
 
     async def _on_frame(self, data: bytes | str, *, binary: bool) -> None:
         try:
