@@ -19,10 +19,9 @@ from gateway.http_errors import error_middleware
 from gateway.observability import Metrics
 from gateway.openai_compat import chat_completions
 from gateway.runtime import RUNTIME_KEY, open_runtime
-from gateway.ws import close_all, open_session
+from gateway.ws import SOCKETS, close_all, websocket
 
 STATIC_DIR = Path(__file__).parent / "static"
-SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 
 
 def create_app(config: Config, *, clock: Callable[[], float] = time.time,
@@ -52,12 +51,6 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time,
     app.router.add_get("/dev/token", dev_token)
     app.router.add_post("/v1/chat/completions", chat_completions)
     return app
-
-
-async def websocket(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[RUNTIME_KEY]
-    return await open_session(request, service=runtime.service, verifier=runtime.verifier,
-                              limits=runtime.config.limits, registry=request.app[SOCKETS])
 
 
 async def chat_page(request: web.Request) -> web.FileResponse:

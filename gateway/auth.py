@@ -24,6 +24,9 @@ REQUIRED_CLAIMS = ("sub", "brand", "plan", "exp")
 RESERVED_PREFIX = "~"  # internal principals (e.g. the brand-billed summarizer)
 
 
+NO_ROLES: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The authenticated caller."""
@@ -31,7 +34,7 @@ class Principal:
     user_id: str
     brand: str
     plan: str
-    roles: frozenset[str] = frozenset()
+    roles: frozenset[str] = NO_ROLES
 
     @property
     def is_admin(self) -> bool:
@@ -89,14 +92,18 @@ class TokenVerifier:
         assert isinstance(sub, str) and isinstance(brand, str) and isinstance(plan, str)
         if sub.startswith(RESERVED_PREFIX):
             raise Unauthorized(f"user ids starting with {RESERVED_PREFIX!r} are reserved")
-        if self._config.brand(brand) is None:
+        brand_config, plan_config = self._config.brand(brand), self._config.plan(plan)
+        if brand_config is None:
             raise Unauthorized("unknown brand")
-        if self._config.plan(plan) is None:
+        if plan_config is None:
             raise Unauthorized("unknown plan")
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise Unauthorized("token claim roles must be a list of strings")
-        return Principal(user_id=sub, brand=brand, plan=plan, roles=frozenset(roles))
+        # The config's own name strings and one shared empty role set: a principal lives as
+        # long as its socket, and thousands of idle sockets should not each hold copies.
+        return Principal(user_id=sub, brand=brand_config.name, plan=plan_config.name,
+                         roles=frozenset(roles) if roles else NO_ROLES)
 
 
 def token_from_request(request: web.Request, *, allow_query: bool = False) -> str:

@@ -23,7 +23,7 @@ from typing import Protocol
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from gateway.auth import Principal, TokenVerifier, token_from_request
+from gateway.auth import Principal, token_from_request
 from gateway.config import Limits
 from gateway.errors import GatewayError, InvalidRequest, RateLimited
 from gateway.frames import (
@@ -37,10 +37,12 @@ from gateway.frames import (
     encode_frame,
     parse_client_frame,
 )
+from gateway.runtime import RUNTIME_KEY
 from gateway.service import ChatService, TurnControl, TurnState
 from gateway.sink import SinkClosed
 
 log = structlog.get_logger("chatgate.ws")
+SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 # Frames beyond this are refused by aiohttp itself (close 1009); below it, frames larger
 # than ``Limits.max_frame_bytes`` get an error frame and the socket stays open.
 HARD_FRAME_LIMIT_FACTOR = 16
@@ -256,10 +258,12 @@ class WebSocketSession:
 
     async def run(self) -> None:
         try:
-            async for message in self._ws:
+            while True:
+                message = await self._ws.receive()
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     await self._on_frame(message.data, binary=message.type == WSMsgType.BINARY)
-                elif message.type == WSMsgType.ERROR:
+                elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                                      WSMsgType.ERROR):
                     break
         finally:
             self._sink.close()
@@ -303,10 +307,16 @@ class WebSocketSession:
                 retry_after_ms=100))
             return
         control = TurnControl()
-        task = asyncio.create_task(self._service.chat(self._principal, frame, self._sink,
-                                                      control))
+        task = asyncio.create_task(self._chat(frame, control))
         self._inflight[frame.id] = (task, control)
         task.add_done_callback(functools.partial(self._forget, frame.id))
+
+    async def _chat(self, frame: ChatFrame, control: TurnControl) -> TurnState:
+        # Bound in the turn's own task (a copy of the context): every log line of the turn
+        # names its brand and user, and an idle socket carries no bindings.
+        structlog.contextvars.bind_contextvars(brand=self._principal.brand,
+                                               user=self._principal.user_id)
+        return await self._service.chat(self._principal, frame, self._sink, control)
 
     def _forget(self, frame_id: str, _task: asyncio.Task[TurnState]) -> None:
         self._inflight.pop(frame_id, None)
@@ -323,21 +333,23 @@ class WebSocketSession:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def open_session(request: web.Request, *, service: ChatService, verifier: TokenVerifier,
-                       limits: Limits, registry: weakref.WeakSet[web.WebSocketResponse]
-                       ) -> web.WebSocketResponse:
-    """Authenticate (``Unauthorized`` becomes a 401 before any upgrade), then serve.
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """The ``/v1/ws`` handler: authenticate (``Unauthorized`` becomes a 401 before any
+    upgrade), then serve the socket until it closes.
 
-    Open sockets are kept in ``registry`` so that shutdown can close them (1001)."""
-    principal = await verifier.verify_async(token_from_request(request, allow_query=True))
+    Open sockets are kept in the app's ``SOCKETS`` so that shutdown can close them (1001).
+    The handler is the session's only frame besides aiohttp's: an idle socket costs little."""
+    runtime = request.app[RUNTIME_KEY]
+    principal = await runtime.verifier.verify_async(
+        token_from_request(request, allow_query=True))
+    limits = runtime.config.limits
     ws = web.WebSocketResponse(
         heartbeat=limits.heartbeat_s, decode_text=False,
         max_msg_size=limits.max_frame_bytes * HARD_FRAME_LIMIT_FACTOR,
     )
     await ws.prepare(request)
-    registry.add(ws)
-    structlog.contextvars.bind_contextvars(brand=principal.brand, user=principal.user_id)
-    await WebSocketSession(ws, service, principal, limits).run()
+    request.app[SOCKETS].add(ws)
+    await WebSocketSession(ws, runtime.service, principal, limits).run()
     return ws
 
 
