@@ -462,7 +462,7 @@ class ChatService:
             user_id=state.principal.user_id, brand=state.principal.brand, plan=plan.name,
             user_message=StoredMessage("user", state.frame.content, now, state.user_tokens),
             assistant_message=StoredMessage("assistant", state.text, now,
-                                            self._text_tokens(state)),
+                                            self._answer_tokens(state)),
             provider=state.provider, model=state.model, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, cost_usd=self._cost(state.model, usage),
             outcome=state.outcome, cached=state.cached, created_at=now,
@@ -485,6 +485,14 @@ class ChatService:
                     state.snapshot, counted_prompt=state.prompt_tokens,
                     count_completion=functools.partial(self._text_tokens, state))
         return state.usage
+
+    def _answer_tokens(self, state: TurnState) -> int:
+        """The stored answer's size for later context windows: the provider's own count of
+        a complete answer when it reported one (no need to encode it again), else ours."""
+        reported = state.snapshot.reported_completion
+        if reported is not None and state.outcome in ("stop", "length"):
+            return reported
+        return self._text_tokens(state)
 
     def _text_tokens(self, state: TurnState) -> int:
         if state.text_tokens is None:

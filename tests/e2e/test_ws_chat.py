@@ -10,6 +10,7 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestServer
 
+from memory.tokens import TokenCounter
 from tests.e2e.conftest import ConnectFn
 from tests.e2e.wsclient import ChatSocket
 from tests.fakes.fixtures import openai_fake  # noqa: F401
@@ -306,3 +307,23 @@ async def test_the_conversation_cap_cuts_max_tokens_then_refuses(
     assert asked[0] < 200  # already cut: 200 tokens less the first prompt
     assert asked == sorted(asked, reverse=True) and asked[-1] < asked[0]
     assert spent <= 200 + asked[-1]  # the last admitted turn fitted what was left
+
+
+async def test_a_stored_answer_keeps_the_providers_token_count(
+        tmp_path, redis_url: str, openai_fake: FakeUpstream) -> None:  # noqa: F811
+    """A complete answer is stored with the completion tokens the provider reported, not
+    encoded again (here 37, where our own count of the text is 4)."""
+    from tests.fakes.upstream import Reply
+    from tests.gateway_harness import make_config, openai_brands, running_gateway, runtime_of
+
+    openai_fake.script(Reply(usage=(11, 37)))
+    config = make_config(tmp_path, redis_url, **openai_brands(openai_fake.url, "growain"))
+    async with running_gateway(config) as server, aiohttp.ClientSession() as http, \
+            http.ws_connect(server.make_url("/v1/ws"), params={"token": token()}) as ws:
+        whole = await ChatSocket(ws).chat("Hello there", frame_id="w")
+        stored = await runtime_of(server).hot.load("growain", whole.last["conversation_id"])
+    assert stored is not None
+    question, answer = stored.messages
+    assert answer.content == Reply().text and TokenCounter().count(answer.content) == 4
+    assert answer.tokens == 37
+    assert question.tokens == TokenCounter().count("Hello there")
