@@ -122,7 +122,12 @@ class Persister:
     def __init__(self, redis: RedisClient, history: HistoryStore, archive: Archive | None, *,
                  stream: str = STREAM, group: str = GROUP, consumer: str | None = None,
                  batch_size: int = 100, block_ms: int = 1000, claim_idle_ms: int = 60_000,
-                 retry_base_s: float = 0.2, retry_cap_s: float = 30.0) -> None:
+                 linger_ms: int = 50, retry_base_s: float = 0.2,
+                 retry_cap_s: float = 30.0) -> None:
+        """``linger_ms``: after a pass that found fewer than ``batch_size`` entries, wait
+        this long before the next, so that a busy gateway writes its turns in larger
+        batches (fewer warm-store writes and Redis calls per turn; persistence is behind
+        the turn anyway, and an idle outbox still wakes the blocking read at once)."""
         self._redis = redis
         self._history = history
         self._archive = archive
@@ -130,6 +135,7 @@ class Persister:
         self.consumer = consumer or default_consumer()
         self.dead_letters = f"{stream}:dead"
         self.batch_size, self.block_ms, self.claim_idle_ms = batch_size, block_ms, claim_idle_ms
+        self.linger_s = linger_ms / 1000
         self._retry = (retry_base_s, retry_cap_s)
         self._claim_from = "0-0"
         # Own pending entries exist at start (a restart under the same name) and after a
@@ -158,8 +164,10 @@ class Persister:
         failures = 0
         while not self._stopping.is_set():
             try:
-                await self.step(block_ms=self.block_ms)
+                handled = await self.step(block_ms=self.block_ms)
                 failures = 0
+                if 0 < handled < self.batch_size and self.linger_s > 0:
+                    await self._pause(self.linger_s)
             except Exception as exc:
                 failures += 1
                 log.warning("persist_failed", failures=failures, error=type(exc).__name__,

@@ -113,6 +113,42 @@ async def test_run_retries_with_backoff_and_stops(any_redis: RedisClient,
     assert history.attempts == 3 and await pending(any_redis) == 0
 
 
+class BatchRecordingHistory(FlakyHistory):
+    batches: list[int]
+
+    async def write_turns(self, turns: Sequence[TurnRecord]) -> list[TurnRecord]:
+        self.batches.append(len(turns))
+        return await super().write_turns(turns)
+
+
+async def test_a_busy_outbox_is_written_in_batches(any_redis: RedisClient, tmp_path: Path,
+                                                   clock: FakeClock) -> None:
+    """After a short pass the persister lingers, so turns that arrive meanwhile are
+    written together (here within a 1 s linger; appending ten takes milliseconds)."""
+    store = BatchRecordingHistory(str(tmp_path / "batches.db"), clock=clock)
+    store.batches = []
+    await store.start()
+    worker = persister(any_redis, store, linger_ms=1000, block_ms=1000)
+    task = asyncio.create_task(worker.run())
+    outbox = Outbox(any_redis)
+    try:
+        await outbox.append(make_turn("c1", turn_id="t0"))
+        deadline = time.monotonic() + 5
+        while worker.persisted < 1:
+            assert time.monotonic() < deadline, "the first turn was never persisted"
+            await asyncio.sleep(0.005)
+        for i in range(1, 11):  # the persister is lingering now
+            await outbox.append(make_turn("c1", turn_id=f"t{i}"))
+        while worker.persisted < 11:
+            assert time.monotonic() < deadline, "the ten turns were never persisted"
+            await asyncio.sleep(0.005)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=3)
+        await store.aclose()
+    assert store.batches == [1, 10]
+
+
 async def test_entries_of_a_crashed_consumer_are_reclaimed(any_redis: RedisClient,
                                                            history: FlakyHistory) -> None:
     outbox = Outbox(any_redis)
