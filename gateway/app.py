@@ -15,7 +15,7 @@ from gateway.auth import issue_token
 from gateway.config import Config
 from gateway.errors import Forbidden, InvalidRequest
 from gateway.http_api import add_routes
-from gateway.http_errors import error_middleware
+from gateway.http_errors import add_guarded
 from gateway.observability import Metrics
 from gateway.openai_compat import chat_completions
 from gateway.runtime import RUNTIME_KEY, open_runtime
@@ -26,8 +26,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 def create_app(config: Config, *, clock: Callable[[], float] = time.time,
                metrics: Metrics | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware],
-                          client_max_size=config.limits.max_frame_bytes * 4)
+    app = web.Application(client_max_size=config.limits.max_frame_bytes * 4)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         async with open_runtime(config, clock=clock, metrics=metrics) as runtime:
@@ -41,15 +40,15 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time,
         await close_all(app[SOCKETS])
 
     app.on_shutdown.append(close_sockets)
-    app.router.add_get("/v1/ws", websocket)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/v1/ws", websocket)  # answers its own errors: see ``guarded``
+    add_guarded(app, "GET", "/healthz", healthz)
+    add_guarded(app, "GET", "/readyz", readyz)
+    add_guarded(app, "GET", "/metrics", metrics_endpoint)
     add_routes(app)
-    app.router.add_get("/", chat_page)
+    add_guarded(app, "GET", "/", chat_page)
     app.router.add_static("/static", STATIC_DIR)
-    app.router.add_get("/dev/token", dev_token)
-    app.router.add_post("/v1/chat/completions", chat_completions)
+    add_guarded(app, "GET", "/dev/token", dev_token)
+    add_guarded(app, "POST", "/v1/chat/completions", chat_completions)
     return app
 
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway.auth import Principal, token_from_request
 from gateway.errors import Forbidden, InvalidRequest, NotFound
+from gateway.http_errors import add_guarded
 from gateway.runtime import RUNTIME_KEY
 from memory.hot import is_conversation_id
 from memory.preferences import PreferenceError, validate_preferences
@@ -201,12 +202,12 @@ def _meta_view(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/conversations", list_conversations)
-    app.router.add_get("/v1/conversations/{conversation_id}", get_conversation)
-    app.router.add_delete("/v1/conversations/{conversation_id}", delete_conversation)
-    app.router.add_get("/v1/usage", usage)
-    app.router.add_get("/admin/brands/{brand}/usage", admin_brand_usage)
-    app.router.add_get("/admin/brands/{brand}/audit", admin_audit)
-    app.router.add_get("/v1/preferences", get_preferences)
-    app.router.add_put("/v1/preferences", put_preferences)
-    app.router.add_post("/admin/cache/invalidate", admin_cache_invalidate)
+    add_guarded(app, "GET", "/v1/conversations", list_conversations)
+    add_guarded(app, "GET", "/v1/conversations/{conversation_id}", get_conversation)
+    add_guarded(app, "DELETE", "/v1/conversations/{conversation_id}", delete_conversation)
+    add_guarded(app, "GET", "/v1/usage", usage)
+    add_guarded(app, "GET", "/admin/brands/{brand}/usage", admin_brand_usage)
+    add_guarded(app, "GET", "/admin/brands/{brand}/audit", admin_audit)
+    add_guarded(app, "GET", "/v1/preferences", get_preferences)
+    add_guarded(app, "PUT", "/v1/preferences", put_preferences)
+    add_guarded(app, "POST", "/admin/cache/invalidate", admin_cache_invalidate)

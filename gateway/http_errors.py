@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -31,15 +32,29 @@ def error_response(error: GatewayError, *, headers: dict[str, str] | None = None
                         content_type="application/json", headers=all_headers)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Typed errors become JSON responses; anything unexpected becomes a 500 without detail."""
-    try:
-        return await handler(request)
-    except GatewayError as exc:
-        return error_response(exc)
-    except (web.HTTPException, ConnectionResetError):  # the client left: nothing to answer
-        raise
-    except Exception:
-        log.exception("http_handler_failed", path=request.path)
-        return error_response(InternalError("internal error"))
+def guarded(handler: Handler) -> Handler:
+    """``handler`` with typed errors answered as JSON responses and anything unexpected as a
+    500 without detail.
+
+    Every HTTP route is registered through it (``add_guarded``). The WebSocket route is
+    not: it answers its own errors before the upgrade, and a socket's lifetime then keeps
+    no wrapper (nor aiohttp's middleware chain) alive; that is memory per idle socket."""
+
+    @functools.wraps(handler)
+    async def answer_errors(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            return error_response(exc)
+        except (web.HTTPException, ConnectionResetError):  # the client left: nothing to answer
+            raise
+        except Exception:
+            log.exception("http_handler_failed", path=request.path)
+            return error_response(InternalError("internal error"))
+
+    answer_errors.guarded = True  # type: ignore[attr-defined]
+    return answer_errors
+
+
+def add_guarded(app: web.Application, method: str, path: str, handler: Handler) -> None:
+    app.router.add_route(method, path, guarded(handler))

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import structlog
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from gateway.auth import Principal, token_from_request
 from gateway.config import Limits
@@ -37,6 +37,7 @@ from gateway.frames import (
     encode_frame,
     parse_client_frame,
 )
+from gateway.http_errors import error_response
 from gateway.runtime import RUNTIME_KEY
 from gateway.service import ChatService, TurnControl, TurnState
 from gateway.sink import SinkClosed
@@ -247,7 +248,7 @@ class WebSocketSession:
         self._limits = limits
         self._sink = SocketSink(ws, limits.outbound_queue_frames, self._on_broken)
         self._closer: asyncio.Task[bool] | None = None
-        self._inflight: dict[str, tuple[asyncio.Task[TurnState], TurnControl]] = {}
+        self._inflight: dict[str, tuple[asyncio.Task[TurnState], TurnControl]] | None = None
 
     def _on_broken(self) -> None:
         # The client is gone: closing the socket also ends the reader loop. Its own task,
@@ -256,23 +257,23 @@ class WebSocketSession:
             self._closer = asyncio.create_task(
                 self._ws.close(code=WSCloseCode.ABNORMAL_CLOSURE))
 
-    async def run(self) -> None:
-        try:
-            while True:
-                message = await self._ws.receive()
-                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    await self._on_frame(message.data, binary=message.type == WSMsgType.BINARY)
-                elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                                      WSMsgType.ERROR):
-                    break
-        finally:
-            self._sink.close()
-            await self._cancel_all()
-            await self._sink.aclose()
-            if self._closer is not None:
-                # Nearly done: the reader loop it ended has marked the socket closing.
-                with contextlib.suppress(Exception):
-                    await self._closer
+    async def on_message(self, message: WSMessage) -> bool:
+        """Handle one incoming message; False once the socket is closing."""
+        if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            await self._on_frame(message.data, binary=message.type == WSMsgType.BINARY)
+            return True
+        return message.type not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                                    WSMsgType.ERROR)
+
+    async def close(self) -> None:
+        """The socket is done: cancel its chats (each settles its budget), flush, close."""
+        self._sink.close()
+        await self._cancel_all()
+        await self._sink.aclose()
+        if self._closer is not None:
+            # Nearly done: the reader loop it ended has marked the socket closing.
+            with contextlib.suppress(Exception):
+                await self._closer
 
     async def _on_frame(self, data: bytes | str, *, binary: bool) -> None:
         try:
@@ -288,13 +289,15 @@ class WebSocketSession:
             case ChatFrame():
                 await self._start_chat(frame)
             case CancelFrame(id=frame_id):
-                if frame_id in self._inflight:
+                if self._inflight and frame_id in self._inflight:
                     self._inflight[frame_id][1].cancel()
             case PingFrame():
                 with contextlib.suppress(SinkClosed):
                     await self._sink.send(PongFrame())
 
     async def _start_chat(self, frame: ChatFrame) -> None:
+        if self._inflight is None:  # made with the first chat: an idle socket has none
+            self._inflight = {}
         if frame.id in self._inflight:
             # Not under the live chat's id: its stream goes on and must stay unambiguous.
             await self._send_error(None, InvalidRequest(
@@ -319,29 +322,33 @@ class WebSocketSession:
         return await self._service.chat(self._principal, frame, self._sink, control)
 
     def _forget(self, frame_id: str, _task: asyncio.Task[TurnState]) -> None:
-        self._inflight.pop(frame_id, None)
+        if self._inflight is not None:
+            self._inflight.pop(frame_id, None)
 
     async def _send_error(self, frame_id: str | None, error: GatewayError) -> None:
         with contextlib.suppress(SinkClosed):
             await self._sink.send(ErrorFrame.from_error(frame_id, error))
 
     async def _cancel_all(self) -> None:
-        tasks = [task for task, _ in self._inflight.values()]
+        tasks = [task for task, _ in (self._inflight or {}).values()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def websocket(request: web.Request) -> web.WebSocketResponse:
+async def websocket(request: web.Request) -> web.StreamResponse:
     """The ``/v1/ws`` handler: authenticate (``Unauthorized`` becomes a 401 before any
     upgrade), then serve the socket until it closes.
 
     Open sockets are kept in the app's ``SOCKETS`` so that shutdown can close them (1001).
     The handler is the session's only frame besides aiohttp's: an idle socket costs little."""
     runtime = request.app[RUNTIME_KEY]
-    principal = await runtime.verifier.verify_async(
-        token_from_request(request, allow_query=True))
+    try:
+        principal = await runtime.verifier.verify_async(
+            token_from_request(request, allow_query=True))
+    except GatewayError as exc:  # 401 (JSON, OpenAI's error shape) before any upgrade
+        return error_response(exc)
     limits = runtime.config.limits
     ws = web.WebSocketResponse(
         heartbeat=limits.heartbeat_s, decode_text=False,
@@ -349,7 +356,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     )
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
-    await WebSocketSession(ws, runtime.service, principal, limits).run()
+    session = WebSocketSession(ws, runtime.service, principal, limits)
+    try:  # the reader loop lives in this frame: one coroutine frame per socket
+        while await session.on_message(await ws.receive()):
+            pass
+    finally:
+        await session.close()
     return ws
 
 

@@ -139,3 +139,19 @@ async def test_embedded_backend_serves_a_turn_and_lists_it(tmp_path: Path) -> No
     assert status == 200
     # Embedded: the turn was written to the local warm store before done.
     assert [c["conversation_id"] for c in listing["data"]] == [done["conversation_id"]]
+
+
+def test_every_http_route_answers_errors_and_the_socket_route_keeps_no_wrapper(
+        tmp_path, redis_url: str) -> None:
+    """Typed errors become JSON on every HTTP route (``guarded``); the WebSocket route is
+    bare, so an idle socket keeps no middleware or wrapper frame alive."""
+    from gateway.app import create_app
+
+    app = create_app(make_config(tmp_path, redis_url))
+    assert not app.middlewares
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if path == "/v1/ws" or path.startswith("/static"):
+            assert not getattr(route.handler, "guarded", False), path
+        else:
+            assert getattr(route.handler, "guarded", False), f"{route.method} {path}"
