@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
@@ -131,7 +132,7 @@ class ChatService:
                  clock: Callable[[], float] = time.time) -> None:
         self._config = config
         self._summarizer = summarizer
-        self._background: set[asyncio.Future[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
         self._cache = cache
         self._preferences = preferences
         self._fingerprints = {name: hashlib.sha256(repr(brand).encode()).hexdigest()[:16]
@@ -144,7 +145,8 @@ class ChatService:
         self._clock = clock
 
     async def drain(self) -> None:
-        """Wait for the background releases of reservations that turns did not use."""
+        """Wait for reservations still under way that turns will not use, and for their
+        releases (shutdown calls it before Redis closes)."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
@@ -243,15 +245,19 @@ class ChatService:
             return await asyncio.shield(reserve)
         except asyncio.CancelledError:
             reserve.add_done_callback(functools.partial(self._release_late, state))
+            self._keep(reserve)  # shutdown waits for it, then for its release
             raise
 
     def _release_late(self, state: TurnState, reserve: asyncio.Future[Admission]) -> None:
         if reserve.cancelled() or reserve.exception() is not None:
             return
         state.admission, state.usage = reserve.result(), Usage(0, 0)
-        task = asyncio.ensure_future(self._settle(state))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._keep(asyncio.ensure_future(self._settle(state)))
+
+    def _keep(self, future: asyncio.Future[Any]) -> None:
+        """Background work that :meth:`drain` waits for."""
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
 
     def _release_unused(self, principal: Principal,
                         reserve: asyncio.Future[Admission]) -> None:
@@ -260,11 +266,10 @@ class ChatService:
         def release(done: asyncio.Future[Admission]) -> None:
             if done.cancelled() or done.exception() is not None:
                 return
-            task = asyncio.ensure_future(self._gate_release(principal, done.result()))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._keep(asyncio.ensure_future(self._gate_release(principal, done.result())))
 
         reserve.add_done_callback(release)
+        self._keep(reserve)  # shutdown waits for it, then for its release
 
     async def _gate_release(self, principal: Principal, admission: Admission) -> None:
         try:

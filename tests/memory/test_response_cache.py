@@ -93,14 +93,31 @@ async def test_another_process_waits_for_the_lock_holder(redis_client: RedisClie
             assert await waiter == ANSWER
 
 
+class LookCountingCache(ResponseCache):
+    """The real cache; ``looked`` is set after each of its lookups (the test's clock)."""
+
+    def __init__(self, redis: RedisClient, **options: float) -> None:
+        super().__init__(redis, **options)
+        self.looked = asyncio.Event()
+
+    async def _look(self, key, lock_ms):  # type: ignore[no-untyped-def]
+        outcome = await super()._look(key, lock_ms)
+        self.looked.set()
+        return outcome
+
+
 async def test_a_lock_holder_that_gives_up_releases_the_waiter(
         redis_client: RedisClient) -> None:
-    first, second = ResponseCache(redis_client), ResponseCache(redis_client, wait_s=5)
+    first, second = ResponseCache(redis_client), LookCountingCache(redis_client, wait_s=30)
     key = key_for(first)
     async with first.flight(key) as leading:
         assert await first.lock_or_wait(key, leading) is None
         other = key_for(second)
         async with second.flight(other) as waiting:
             waiter = asyncio.ensure_future(second.lock_or_wait(other, waiting))
+            await second.looked.wait()  # its first lookup found the lock held: it polls
+            assert not waiter.done()
             await first.unlock(key)
-            assert await waiter is None  # answer it uncached
+            # Answer it uncached, at its next poll (not after wait_s), without the lock.
+            assert await asyncio.wait_for(waiter, timeout=5) is None
+    assert not await redis_client.exists(key.lock)
