@@ -58,6 +58,18 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def stuck_sink(maxsize: int, first_text: str = "0",
+                     ) -> tuple[FakeSocket, SocketSink, asyncio.Task[None]]:
+    """A sink whose first frame (``first_text``) is written directly and is now stuck
+    waiting for the client to drain; the task sending it is returned."""
+    ws = FakeSocket()
+    sink = SocketSink(ws, maxsize)
+    ws.drained.clear()
+    first = asyncio.create_task(sink.send(delta(first_text)))
+    await settle()
+    return ws, sink, first
+
+
 async def test_an_idle_socket_is_written_from_the_producers_own_task() -> None:
     ws = FakeSocket()
     sink = SocketSink(ws, 4)
@@ -76,11 +88,7 @@ def test_an_idle_sink_has_no_queue_and_no_task() -> None:
 
 
 async def test_frames_keep_their_order_behind_a_direct_write_blocked_on_drain() -> None:
-    ws = FakeSocket()
-    sink = SocketSink(ws, 8)
-    ws.drained.clear()
-    first = asyncio.create_task(sink.send(delta("a1")))
-    await settle()
+    ws, sink, first = await stuck_sink(8, "a1")
     assert not first.done() and sink.busy and texts(ws.sent) == ["a1"]
     # Other producers arrive while the write is in flight: queued, they return at once.
     await sink.send(delta("b1", "c2"))
@@ -105,11 +113,7 @@ async def test_frames_keep_their_order_behind_a_direct_write_blocked_on_drain() 
 
 
 async def test_a_writer_blocked_on_drain_keeps_later_frames_queued() -> None:
-    ws = FakeSocket()
-    sink = SocketSink(ws, 8)
-    ws.drained.clear()
-    first = asyncio.create_task(sink.send(delta("1")))
-    await settle()
+    ws, sink, first = await stuck_sink(8, "1")
     await sink.send(delta("2"))
     ws.release()
     await first  # the writer task now blocks on "2"
@@ -153,11 +157,7 @@ async def test_concurrent_producers_under_random_stalls_keep_send_order() -> Non
 
 
 async def test_a_full_backlog_holds_producers_in_arrival_order() -> None:
-    ws = FakeSocket()
-    sink = SocketSink(ws, 2)
-    ws.drained.clear()
-    first = asyncio.create_task(sink.send(delta("0")))
-    await settle()
+    ws, sink, first = await stuck_sink(2)
     await sink.send(delta("1"))
     await sink.send(delta("2"))
     waiting = [asyncio.create_task(sink.send(delta(str(i)))) for i in (3, 4, 5)]
@@ -171,11 +171,7 @@ async def test_a_full_backlog_holds_producers_in_arrival_order() -> None:
 
 
 async def test_a_producer_waiting_for_room_is_released_when_the_sink_closes() -> None:
-    ws = FakeSocket()
-    sink = SocketSink(ws, 1)
-    ws.drained.clear()
-    first = asyncio.create_task(sink.send(delta("0")))
-    await settle()
+    ws, sink, first = await stuck_sink(1)
     await sink.send(delta("1"))
     blocked = asyncio.create_task(sink.send(delta("2")))
     await settle()
@@ -193,11 +189,7 @@ async def test_a_producer_waiting_for_room_is_released_when_the_sink_closes() ->
 
 
 async def test_a_cancelled_waiter_withdraws_its_frame() -> None:
-    ws = FakeSocket()
-    sink = SocketSink(ws, 1)
-    ws.drained.clear()
-    first = asyncio.create_task(sink.send(delta("0")))
-    await settle()
+    ws, sink, first = await stuck_sink(1)
     await sink.send(delta("1"))
     gone = asyncio.create_task(sink.send(delta("gone")))
     stays = asyncio.create_task(sink.send(delta("2")))
@@ -259,11 +251,7 @@ async def test_a_write_failing_in_the_writer_task_releases_waiting_producers() -
 
 
 async def test_a_producer_cancelled_mid_write_frees_the_sink() -> None:
-    ws = FakeSocket()
-    sink = SocketSink(ws, 4)
-    ws.drained.clear()
-    first = asyncio.create_task(sink.send(delta("0")))
-    await settle()
+    ws, sink, first = await stuck_sink(4)
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
@@ -274,11 +262,7 @@ async def test_a_producer_cancelled_mid_write_frees_the_sink() -> None:
 
 
 async def test_a_producer_cancelled_mid_write_hands_the_backlog_to_the_writer() -> None:
-    ws = FakeSocket()
-    sink = SocketSink(ws, 4)
-    ws.drained.clear()
-    first = asyncio.create_task(sink.send(delta("0")))
-    await settle()
+    ws, sink, first = await stuck_sink(4)
     await sink.send(delta("1"))
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -291,11 +275,7 @@ async def test_a_producer_cancelled_mid_write_hands_the_backlog_to_the_writer() 
 
 
 async def test_aclose_stops_a_writer_stuck_on_a_stalled_socket() -> None:
-    ws = FakeSocket()
-    sink = SocketSink(ws, 4)
-    ws.drained.clear()
-    first = asyncio.create_task(sink.send(delta("0")))
-    await settle()
+    _, sink, first = await stuck_sink(4)
     await sink.send(delta("1"))
     first.cancel()
     await settle()
