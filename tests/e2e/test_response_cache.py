@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -160,3 +161,29 @@ async def test_preference_change_invalidates_the_users_scope(
     system = openai_fake.bodies[-1]["messages"][0]
     assert system["role"] == "system" and "language: de" in system["content"]
     assert openai_fake.request_count == 3
+
+
+async def test_a_turn_that_leaves_while_another_process_answers_releases_its_reservation(
+        cached_config: Config, openai_fake: FakeUpstream) -> None:  # noqa: F811
+    """Two gateways on one Redis: the second waits on the first's cross-process lock, its
+    client leaves, and the reservation it made with its lookup is released."""
+    openai_fake.script(slow("Slow", " answer", delay_s=0.5))
+    async with running_gateway(cached_config) as first, \
+            running_gateway(cached_config) as second:
+        leading = asyncio.ensure_future(_ask(first, "Shared question", user="u1"))
+        await openai_fake.wait_for_requests(1)  # the first gateway holds the lock now
+        ledger = runtime_of(second).ledger
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                second.make_url("/v1/ws"), params={"token": token(user="u2")}) as ws:
+            await ws.send_str('{"type":"chat","id":"w","content":"Shared question"}')
+            deadline = time.monotonic() + 5
+            while (await ledger.usage("growain", "u2")).user_day.reserved == 0:
+                assert time.monotonic() < deadline, "the waiting turn never reserved"
+                await asyncio.sleep(0.005)
+        deadline = time.monotonic() + 5  # released when the server sees the client leave
+        while (u2 := await ledger.usage("growain", "u2")).user_day.reserved:
+            assert time.monotonic() < deadline, "the reservation was never released"
+            await asyncio.sleep(0.005)
+        assert u2.user_day.used == 0
+        assert _text(await leading) == "Slow answer"
+    assert openai_fake.request_count == 1
