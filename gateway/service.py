@@ -244,15 +244,8 @@ class ChatService:
         try:
             return await asyncio.shield(reserve)
         except asyncio.CancelledError:
-            reserve.add_done_callback(functools.partial(self._release_late, state))
-            self._keep(reserve)  # shutdown waits for it, then for its release
+            self._release_unused(state.principal, reserve)
             raise
-
-    def _release_late(self, state: TurnState, reserve: asyncio.Future[Admission]) -> None:
-        if reserve.cancelled() or reserve.exception() is not None:
-            return
-        state.admission, state.usage = reserve.result(), Usage(0, 0)
-        self._keep(asyncio.ensure_future(self._settle(state)))
 
     def _keep(self, future: asyncio.Future[Any]) -> None:
         """Background work that :meth:`drain` waits for."""
@@ -261,8 +254,8 @@ class ChatService:
 
     def _release_unused(self, principal: Principal,
                         reserve: asyncio.Future[Admission]) -> None:
-        """A reservation the turn turned out not to need (a cached answer): settled at zero
-        once it exists; a refusal is simply dropped."""
+        """A reservation the turn will not use (a cached answer, or a client gone while it
+        was being made): settled at zero once it exists; a refusal is simply dropped."""
         def release(done: asyncio.Future[Admission]) -> None:
             if done.cancelled() or done.exception() is not None:
                 return

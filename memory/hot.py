@@ -136,17 +136,6 @@ class HotMemory:
     async def forget(self, brand: str, conversation_id: str) -> None:
         await self._redis.delete(*self._keys(brand, conversation_id))
 
-    async def touch_session(self, brand: str, user_id: str, conversation_id: str) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            self._touch_session(pipe, brand, user_id, conversation_id)
-            await pipe.execute()
-
     @staticmethod
     def _session_key(brand: str, user_id: str) -> str:
         return f"cg:{{{brand}}}:sess:{user_key(user_id)}"
-
-    def _touch_session(self, pipe: Any, brand: str, user_id: str, conversation_id: str) -> None:
-        key = self._session_key(brand, user_id)
-        pipe.hset(key, mapping={"conversation_id": conversation_id,
-                                "last_seen": repr(self._clock())})
-        pipe.expire(key, self.ttl_s)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -32,20 +33,17 @@ from memory.redis_client import RedisClient
 Command = tuple[Any, ...]
 
 
+@dataclass(slots=True)
 class _Call:
     """One caller's request: a script (``script`` set), or commands (one or a group)."""
 
-    __slots__ = ("args", "commands", "grouped", "keys", "reply", "script")
-
-    def __init__(self, reply: asyncio.Future[Any], *, script: AsyncScript | None = None,
-                 keys: Sequence[Any] = (), args: Sequence[Any] = (),
-                 commands: Sequence[Command] = (), grouped: bool = False) -> None:
-        self.reply = reply
-        self.script = script
-        self.keys = keys
-        self.args = args
-        self.commands = commands
-        self.grouped = grouped
+    script: AsyncScript | None = None
+    keys: Sequence[Any] = ()
+    args: Sequence[Any] = ()
+    commands: Sequence[Command] = ()
+    grouped: bool = False
+    reply: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
 
     @property
     def size(self) -> int:
@@ -73,14 +71,14 @@ class AutoPipeline:
         """The script's reply, or the error it raised."""
         if not self._pipelined:
             return await script(keys=list(keys), args=list(args))
-        return await self._join(_Call(self._future(), script=script, keys=keys, args=args))
+        return await self._join(_Call(script=script, keys=keys, args=args))
 
     async def command(self, *args: Any) -> Any:
         """One command's reply (redis-py's response callbacks applied, as for a call on
         the client), or the error it raised."""
         if not self._pipelined:
             return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
-        return await self._join(_Call(self._future(), commands=(args,)))
+        return await self._join(_Call(commands=(args,)))
 
     async def group(self, commands: Sequence[Command]) -> list[Any]:
         """Commands sent back to back in one pipeline (not a transaction: use a script
@@ -92,13 +90,8 @@ class AutoPipeline:
                 return list(await pipe.execute())
         if not commands:
             return []
-        replies: list[Any] = await self._join(
-            _Call(self._future(), commands=commands, grouped=True))
+        replies: list[Any] = await self._join(_Call(commands=commands, grouped=True))
         return replies
-
-    @staticmethod
-    def _future() -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().create_future()
 
     async def _join(self, call: _Call) -> Any:
         self._queue.append(call)

@@ -84,6 +84,8 @@ end
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 return stored
 """
+# What the lookup script found (its reply's first element).
+CACHED, LOCKED_FOR_US, LOCKED_BY_ANOTHER, UNLOCKED = 1, 0, 2, 3
 LOCK_MS = 30_000
 POLL_S = 0.05
 
@@ -176,7 +178,7 @@ class ResponseCache:
     async def _look(self, key: CacheKey, lock_ms: int) -> tuple[int, CachedAnswer | None, str]:
         reply = await self._pipeline.run(self._lookup, key.script_keys, [key.owner, lock_ms])
         state = int(reply[0])
-        if state == 1:
+        if state == CACHED:
             return state, CachedAnswer.from_json(reply[1]), _text(reply[2])
         return state, None, _text(reply[1])
 
@@ -195,7 +197,8 @@ class ResponseCache:
 
     @asynccontextmanager
     async def flight(self, key: CacheKey) -> AsyncIterator[Flight]:
-        """Join the single flight for ``key``: the leader must call ``finish``."""
+        """Join the single flight for ``key``: the first in this process leads (its
+        future resolves when it leaves: with the answer it published, else None)."""
         existing = self._flights.get(key.entry)
         if existing is not None:
             yield Flight(leader=False, future=existing)
@@ -221,14 +224,14 @@ class ResponseCache:
         and answer); else, while another process holds the lock, wait for its answer
         (None if it gives up). One round trip when the answer is cached or the lock free."""
         state, answer, flight.generations = await self._look(key, LOCK_MS)
-        if state != 2:
+        if state != LOCKED_BY_ANOTHER:
             return answer
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait_s
         while loop.time() < deadline:
             await asyncio.sleep(POLL_S)
             state, answer, _ = await self._look(key, 0)
-            if state != 2:  # answered, or the other process gave up (answer uncached)
+            if state != LOCKED_BY_ANOTHER:  # answered, or the other gave up (answer uncached)
                 return answer
         return None
 

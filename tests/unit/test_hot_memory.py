@@ -107,10 +107,10 @@ async def test_forget_removes_the_conversation(hot: HotMemory, any_redis: RedisC
     assert await hot.load(BRAND, other) is not None
 
 
-async def test_touch_session_uses_a_key_safe_user_id(hot: HotMemory,
-                                                     any_redis: RedisClient) -> None:
+async def test_the_session_key_uses_a_key_safe_user_id(hot: HotMemory,
+                                                       any_redis: RedisClient) -> None:
     conversation = new_conversation_id()
-    await hot.touch_session(BRAND, "evil}:{other}", conversation)
+    await hot.store(BRAND, conversation, "evil}:{other}", [], touch_session=True)
     keys = [k.decode() if isinstance(k, bytes) else k
             for k in await any_redis.keys(f"cg:{{{BRAND}}}:sess:*")]
     assert len(keys) == 1
