@@ -30,6 +30,7 @@ from anthropic.types import (
 )
 
 from gateway.config import ProviderOptions
+from providers.aiohttp_transport import sdk_http_client
 from providers.base import (
     Finish,
     FinishReason,
@@ -45,7 +46,7 @@ from providers.errors import (
     error_for_status,
     retry_after_from_headers,
 )
-from providers.transport import backstop_timeouts, map_transport_errors, refused_connection
+from providers.transport import backstop_timeouts, map_transport_errors
 from providers.turns import split_turns
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -125,9 +126,6 @@ def map_anthropic_errors(provider: str = "anthropic") -> Iterator[None]:
     except anthropic.APIStatusError as exc:
         raise anthropic_status_error(exc, provider) from exc
     except anthropic.APITimeoutError as exc:
-        if refused_connection(exc):
-            raise ProviderConnectionError(f"{provider} connection failed",
-                                          provider=provider) from exc
         raise ProviderTimeout(f"{provider} timed out", provider=provider) from exc
     except anthropic.APIConnectionError as exc:
         raise ProviderConnectionError(f"{provider} connection failed", provider=provider) from exc
@@ -149,8 +147,8 @@ class AnthropicProvider:
             base_url=options.base_url or DEFAULT_BASE_URL,
             max_retries=0,
             timeout=timeout,
-            # The SDK's own aiohttp backend: the same API over aiohttp's faster transport.
-            http_client=anthropic.DefaultAioHttpClient(timeout=timeout),
+            # httpx2's client over our aiohttp transport (providers/aiohttp_transport.py).
+            http_client=sdk_http_client(timeout),
         )
 
     @property

@@ -19,6 +19,7 @@ import openai
 import orjson
 
 from gateway.config import ProviderOptions
+from providers.aiohttp_transport import body_chunks, sdk_http_client
 from providers.base import (
     Finish,
     FinishReason,
@@ -38,7 +39,7 @@ from providers.errors import (
     retry_after_from_headers,
 )
 from providers.sse import SSEDecoder
-from providers.transport import backstop_timeouts, map_transport_errors, refused_connection
+from providers.transport import backstop_timeouts, map_transport_errors
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop",
@@ -110,9 +111,6 @@ def map_openai_errors(provider: str = "openai") -> Iterator[None]:
                                retry_after_s=retry_after_from_headers(exc.response.headers)
                                ) from exc
     except openai.APITimeoutError as exc:
-        if refused_connection(exc):
-            raise ProviderConnectionError(f"{provider} connection failed",
-                                          provider=provider) from exc
         raise ProviderTimeout(f"{provider} timed out", provider=provider) from exc
     except openai.APIConnectionError as exc:
         raise ProviderConnectionError(f"{provider} connection failed", provider=provider) from exc
@@ -133,8 +131,8 @@ class OpenAIProvider:
             base_url=options.base_url,
             max_retries=0,
             timeout=timeout,
-            # The SDK's own aiohttp backend: the same API over aiohttp's faster transport.
-            http_client=openai.DefaultAioHttpClient(timeout=timeout),
+            # httpx2's client over our aiohttp transport (providers/aiohttp_transport.py).
+            http_client=sdk_http_client(timeout),
         )
 
     @property
@@ -152,7 +150,7 @@ class OpenAIProvider:
                                                content=orjson.dumps(params),
                                                cast_to=httpx2.Response, stream=True)
             try:
-                async for raw in response.aiter_bytes():
+                async for raw in body_chunks(response):  # straight from aiohttp
                     for message in decoder.feed(raw):
                         if message.data == "[DONE]":
                             return

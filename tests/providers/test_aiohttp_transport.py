@@ -1,0 +1,188 @@
+"""The SDKs' HTTP transport (providers/aiohttp_transport.py), through the openai SDK and
+against real local aiohttp servers: bodies read both ways, compression, error mapping,
+connection reuse."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import httpx2
+import openai
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from providers.aiohttp_transport import BODY_EXTENSION, body_chunks, sdk_http_client
+from providers.errors import ProviderConnectionError, ProviderTimeout
+from providers.transport import map_transport_errors
+from tests.fakes.upstream import sse
+
+EVENTS = b"".join(sse({"n": i, "text": "é" * i}) for i in range(40)) + b"data: [DONE]\n\n"
+TIMEOUT = httpx2.Timeout(5.0, connect=2.0)
+
+
+class Server:
+    """One local server; counts the TCP connections its requests arrived on."""
+
+    def __init__(self, handler: Callable[[web.Request], object]) -> None:
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{tail:.*}", handler)  # type: ignore[arg-type]
+        self.peers: list[object] = []
+        self.url = ""
+
+    def seen(self, request: web.Request) -> None:
+        self.peers.append(request.transport.get_extra_info("peername")
+                          if request.transport else None)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Callable[..., object]], object]]:
+    servers: list[TestServer] = []
+
+    async def start(handler: Callable[..., object]) -> Server:
+        server = Server(handler)
+        test_server = TestServer(server.app, host="127.0.0.1")
+        await test_server.start_server()
+        servers.append(test_server)
+        server.url = str(test_server.make_url("")).rstrip("/")
+        return server
+
+    yield start  # type: ignore[misc]
+    for test_server in servers:
+        await test_server.close()
+
+
+async def _stream_events(request: web.Request, *, compress: bool = False) -> web.StreamResponse:
+    body = gzip.compress(EVENTS) if compress else EVENTS
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    if compress:
+        response.headers["Content-Encoding"] = "gzip"
+    await response.prepare(request)
+    for start in range(0, len(body), 97):  # split anywhere, even inside a UTF-8 sequence
+        await response.write(body[start:start + 97])
+    await response.write_eof()
+    return response
+
+
+async def _post(client: httpx2.AsyncClient, url: str) -> httpx2.Response:
+    request = client.build_request("POST", f"{url}/v1/chat/completions", content=b"{}")
+    return await client.send(request, stream=True)
+
+
+async def test_body_read_straight_from_aiohttp_matches_httpx2s(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(request: web.Request) -> web.StreamResponse:
+        server.seen(request)
+        return await _stream_events(request)
+
+    server = await serve(handler)
+    async with sdk_http_client(TIMEOUT) as client:
+        direct = await _post(client, server.url)
+        assert BODY_EXTENSION in direct.extensions
+        straight = b"".join([chunk async for chunk in body_chunks(direct)])
+        await direct.aclose()
+        layered = await _post(client, server.url)
+        through_httpx2 = await layered.aread()
+    assert straight == through_httpx2 == EVENTS
+    assert server.peers[0] == server.peers[1]  # the fully read body gave its connection back
+
+
+@pytest.mark.parametrize("read", ["straight", "httpx2"])
+async def test_compressed_body_arrives_decoded_either_way(serve, read: str) -> None:  # type: ignore[no-untyped-def]
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("Accept-Encoding", ""))
+        return await _stream_events(request, compress=True)
+
+    server = await serve(handler)
+    async with sdk_http_client(TIMEOUT) as client:
+        response = await _post(client, server.url)
+        assert "content-encoding" not in response.headers
+        if read == "straight":
+            body = b"".join([chunk async for chunk in body_chunks(response)])
+        else:
+            body = await response.aread()
+        await response.aclose()
+    assert body == EVENTS
+    assert "gzip" in seen[0]  # aiohttp advertises what it decodes
+
+
+async def test_abandoned_stream_closes_its_connection(serve) -> None:  # type: ignore[no-untyped-def]
+    finish = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        server.seen(request)
+        if len(server.peers) > 1:
+            return web.Response(text="second")
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"data: first\n\n")
+        await finish.wait()
+        return response
+
+    server = await serve(handler)
+    async with sdk_http_client(TIMEOUT) as client:
+        first = await _post(client, server.url)
+        async for _ in body_chunks(first):
+            break
+        await first.aclose()
+        second = await _post(client, server.url)
+        assert await second.aread() == b"second"
+    finish.set()
+    assert server.peers[0] != server.peers[1]  # a half-read body is never reused
+
+
+async def test_refused_connection_is_a_connection_error_through_the_sdk() -> None:
+    with socket.socket() as bound:  # bound, never listening: connecting is refused
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        sdk = openai.AsyncOpenAI(api_key="k", base_url=f"http://127.0.0.1:{port}/v1",
+                                 max_retries=0, http_client=sdk_http_client(TIMEOUT))
+        try:
+            with pytest.raises(openai.APIConnectionError) as caught:
+                await sdk.post("/chat/completions", content=b"{}", cast_to=httpx2.Response)
+            assert not isinstance(caught.value, openai.APITimeoutError)
+        finally:
+            await sdk.close()
+
+
+async def test_stalled_body_read_straight_times_out_as_a_provider_timeout(serve) -> None:  # type: ignore[no-untyped-def]
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"data: one\n\n")
+        await release.wait()  # then nothing more: the read timeout must fire
+        return response
+
+    server = await serve(handler)
+    async with sdk_http_client(httpx2.Timeout(0.3, connect=2.0)) as client:
+        response = await _post(client, server.url)
+        with pytest.raises(ProviderTimeout), map_transport_errors("openai"):
+            async for _ in body_chunks(response):
+                pass
+        await response.aclose()
+    release.set()
+
+
+async def test_body_cut_mid_stream_is_a_provider_connection_error(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"data: one\n\n")
+        assert request.transport is not None
+        request.transport.close()  # chunked body, never terminated
+        return response
+
+    server = await serve(handler)
+    async with sdk_http_client(TIMEOUT) as client:
+        response = await _post(client, server.url)
+        with pytest.raises(ProviderConnectionError), map_transport_errors("openai"):
+            async for _ in body_chunks(response):
+                pass
+        await response.aclose()
+
