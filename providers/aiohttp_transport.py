@@ -17,7 +17,9 @@ aiohttp is the faster HTTP/1.1 client on our event loop. The SDKs ship such a tr
   typed connection and timeout errors; :func:`body_chunks`' own reads map theirs through
   :func:`providers.transport.map_transport_errors`.
 * One ``ClientTimeout`` per distinct timeout setting (the SDKs send the same one on every
-  request), not one per request.
+  request), not one per request; the proxy settings of the environment (``HTTPS_PROXY``,
+  ``NO_PROXY``...) are read once per origin, not on every request (aiohttp's
+  ``trust_env`` asks a worker thread twice per request).
 
 Closing a response releases its connection: aiohttp keeps it for reuse only when the body
 was read to the end, so a stream abandoned midway closes its connection.
@@ -26,6 +28,7 @@ was read to the end, so a stream abandoned midway closes its connection.
 from __future__ import annotations
 
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -87,14 +90,14 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
+        self._proxies: dict[tuple[str, str], str | None] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._max_connections,
                                              keepalive_timeout=self._keepalive_s,
                                              ssl=self._ssl)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=True,
-                                                  auto_decompress=True)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
         return self._session
 
     def _timeout(self, settings: dict[str, float | None]) -> aiohttp.ClientTimeout:
@@ -105,6 +108,12 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             timeout = self._timeouts[key] = aiohttp.ClientTimeout(
                 total=None, sock_connect=connect, sock_read=read, connect=pool)
         return timeout
+
+    def _proxy(self, url: httpx2.URL) -> str | None:
+        origin = (url.scheme, url.host)
+        if origin not in self._proxies:
+            self._proxies[origin] = env_proxy(url.scheme, url.host)
+        return self._proxies[origin]
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         session = self._open()
@@ -117,7 +126,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         with map_aiohttp_errors():
             response = await session.request(
                 request.method, str(request.url), headers=headers, data=data,
-                allow_redirects=False, compress=None,
+                allow_redirects=False, compress=None, proxy=self._proxy(request.url),
                 timeout=self._timeout(request.extensions.get("timeout", {})),
                 server_hostname=request.extensions.get("sni_hostname"))
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1",
@@ -134,6 +143,14 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def env_proxy(scheme: str, host: str) -> str | None:
+    """The proxy the environment names for ``scheme://host`` (None: connect directly)."""
+    proxies = urllib.request.getproxies_environment()
+    if not proxies or urllib.request.proxy_bypass(host):
+        return None
+    return proxies.get(scheme) or proxies.get("all")
 
 
 def sdk_http_client(timeout: httpx2.Timeout, **transport: Any) -> httpx2.AsyncClient:

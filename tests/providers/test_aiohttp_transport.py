@@ -186,3 +186,24 @@ async def test_body_cut_mid_stream_is_a_provider_connection_error(serve) -> None
                 pass
         await response.aclose()
 
+
+
+async def test_the_environments_proxy_is_used(serve, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    asked: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:  # an HTTP proxy gets absolute URLs
+        asked.append(str(request.url))
+        return web.Response(text="via proxy")
+
+    server = await serve(proxy)
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    async with sdk_http_client(TIMEOUT) as client:
+        response = await client.get("http://provider.invalid/v1/models")
+    assert response.text == "via proxy"
+    assert asked == ["http://provider.invalid/v1/models"]
+    monkeypatch.setenv("NO_PROXY", "provider.invalid")
+    async with sdk_http_client(TIMEOUT) as client:
+        with pytest.raises(httpx2.ConnectError):  # bypassed: straight to a name that fails
+            await client.get("http://provider.invalid/v1/models")
