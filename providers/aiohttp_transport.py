@@ -153,10 +153,40 @@ def env_proxy(scheme: str, host: str) -> str | None:
     return proxies.get(scheme) or proxies.get("all")
 
 
+class SDKClient(httpx2.AsyncClient):
+    """httpx2's client for an SDK, sending straight to its one transport.
+
+    The SDKs build every request themselves (URL, headers, auth header, timeout) and want
+    no redirects; what ``AsyncClient.send`` adds on top (auth flows, redirect handling,
+    event hooks, a cookie jar) costs CPU on every request, and a cookie jar would even
+    carry a provider's cookies from one tenant's request to the next. An explicit ``auth``
+    still goes through httpx2."""
+
+    def __init__(self, transport: AiohttpTransport, timeout: httpx2.Timeout) -> None:
+        super().__init__(transport=transport, timeout=timeout, follow_redirects=False)
+        self._direct = transport
+
+    async def send(self, request: httpx2.Request, *, stream: bool = False,
+                   auth: Any = httpx2.USE_CLIENT_DEFAULT,
+                   follow_redirects: Any = httpx2.USE_CLIENT_DEFAULT) -> httpx2.Response:
+        if auth is not httpx2.USE_CLIENT_DEFAULT and auth is not None:
+            return await super().send(request, stream=stream, auth=auth,
+                                      follow_redirects=follow_redirects)
+        if self.is_closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        request.extensions.setdefault("timeout", self.timeout.as_dict())
+        response = await self._direct.handle_async_request(request)
+        if not stream:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
+
+
 def sdk_http_client(timeout: httpx2.Timeout, **transport: Any) -> httpx2.AsyncClient:
-    """The ``http_client`` to hand an SDK: httpx2's client over :class:`AiohttpTransport`."""
-    return httpx2.AsyncClient(transport=AiohttpTransport(**transport), timeout=timeout,
-                              follow_redirects=False)
+    """The ``http_client`` to hand an SDK: :class:`SDKClient` over :class:`AiohttpTransport`."""
+    return SDKClient(AiohttpTransport(**transport), timeout)
 
 
 def body_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:

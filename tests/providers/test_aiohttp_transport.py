@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from providers.aiohttp_transport import BODY_EXTENSION, body_chunks, sdk_http_client
 from providers.errors import ProviderConnectionError, ProviderTimeout
 from providers.transport import map_transport_errors
-from tests.fakes.upstream import sse
+from tests.fakes.upstream import ok, sse
 
 EVENTS = b"".join(sse({"n": i, "text": "é" * i}) for i in range(40)) + b"data: [DONE]\n\n"
 TIMEOUT = httpx2.Timeout(5.0, connect=2.0)
@@ -207,3 +207,31 @@ async def test_the_environments_proxy_is_used(serve, monkeypatch: pytest.MonkeyP
     async with sdk_http_client(TIMEOUT) as client:
         with pytest.raises(httpx2.ConnectError):  # bypassed: straight to a name that fails
             await client.get("http://provider.invalid/v1/models")
+
+
+async def test_a_providers_cookie_is_not_carried_to_the_next_request(serve) -> None:  # type: ignore[no-untyped-def]
+    cookies: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        cookies.append(request.headers.get("Cookie"))
+        response = web.Response(text="ok")
+        response.set_cookie("session", "tenant-a")
+        return response
+
+    server = await serve(handler)
+    async with sdk_http_client(TIMEOUT) as client:
+        for _ in range(2):
+            assert (await client.get(f"{server.url}/v1/models")).text == "ok"
+    assert cookies == [None, None]  # no jar: one tenant's request never carries another's
+
+
+async def test_a_whole_answer_through_the_sdk(openai_fake) -> None:  # type: ignore[no-untyped-def]
+    sdk = openai.AsyncOpenAI(api_key="k", base_url=f"{openai_fake.url}/v1", max_retries=0,
+                             http_client=sdk_http_client(TIMEOUT))
+    try:
+        openai_fake.script(ok("Whole", " answer", usage=(9, 2)))
+        completion = await sdk.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "Hi"}])
+    finally:
+        await sdk.close()
+    assert completion.choices[0].message.content == "Whole answer"
