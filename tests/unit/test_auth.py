@@ -251,3 +251,70 @@ def test_reserved_internal_user_ids_are_refused() -> None:
     verifier = TokenVerifier(load_config(env={}), secret="s" * 32)
     with pytest.raises(Unauthorized):
         verifier.verify(issue_token("s" * 32, user="~summarizer", brand="growain"))
+
+
+class CountingDecode:
+    """Counts PyJWT's signature checks (the library's own decode underneath)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = jwt.decode
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr("gateway.auth.jwt.decode", counted)
+
+
+def test_a_verified_token_is_not_checked_again_until_it_expires(
+        config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    decodes = CountingDecode(monkeypatch)
+    now = [time.time()]
+    verifier = TokenVerifier(config, secret=SECRET, clock=lambda: now[0])
+    exp = int(now[0]) + 120
+    token = jwt.encode(claims(exp=exp), SECRET, algorithm="HS256")
+    first = verifier.verify(token)
+    assert verifier.verify(token) == first
+    assert decodes.calls == 1
+    now[0] = exp  # at its exp the remembered entry is no longer used: PyJWT checks again
+    verifier.verify(token)  # (PyJWT's own clock is real time: the token is still valid)
+    assert decodes.calls == 2
+
+
+def test_remembering_is_capped_at_five_minutes(config: Config,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    decodes = CountingDecode(monkeypatch)
+    now = [time.time()]
+    verifier = TokenVerifier(config, secret=SECRET, clock=lambda: now[0])
+    token = jwt.encode(claims(exp=int(now[0]) + 86_400), SECRET, algorithm="HS256")
+    verifier.verify(token)
+    now[0] += 299
+    verifier.verify(token)
+    assert decodes.calls == 1
+    now[0] += 2
+    verifier.verify(token)
+    assert decodes.calls == 2
+
+
+def test_failed_tokens_are_not_remembered(verifier: TokenVerifier,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    decodes = CountingDecode(monkeypatch)
+    forged = jwt.encode(claims(), "another-secret-" + "x" * 40, algorithm="HS256")
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            verifier.verify(forged)
+    assert decodes.calls == 2
+
+
+def test_the_remembered_tokens_are_bounded_least_recently_used_first(
+        config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    decodes = CountingDecode(monkeypatch)
+    verifier = TokenVerifier(config, secret=SECRET, cache_size=2)
+    a, b, c = (jwt.encode(claims(sub=user), SECRET, algorithm="HS256") for user in "abc")
+    assert [verifier.verify(t).user_id for t in (a, b, a, c)] == ["a", "b", "a", "c"]
+    assert decodes.calls == 3  # a, b, c; the second a was remembered
+    verifier.verify(a)  # still there (used after b)
+    assert decodes.calls == 3
+    verifier.verify(b)  # evicted by c
+    assert decodes.calls == 4
