@@ -39,6 +39,7 @@ import httpx2
 BODY_EXTENSION = "chatgate.aiohttp_body"
 """``response.extensions`` key of the aiohttp ``StreamReader`` behind a response."""
 
+MAX_REMEMBERED_URLS = 256  # parsed endpoint URLs an SDK client keeps
 _DROPPED_REQUEST_HEADERS = frozenset({"accept-encoding", "content-length", "host",
                                       "transfer-encoding"})
 _DROPPED_RESPONSE_HEADERS = frozenset({b"content-encoding", b"content-length"})
@@ -156,15 +157,43 @@ def env_proxy(scheme: str, host: str) -> str | None:
 class SDKClient(httpx2.AsyncClient):
     """httpx2's client for an SDK, sending straight to its one transport.
 
-    The SDKs build every request themselves (URL, headers, auth header, timeout) and want
-    no redirects; what ``AsyncClient.send`` adds on top (auth flows, redirect handling,
-    event hooks, a cookie jar) costs CPU on every request, and a cookie jar would even
-    carry a provider's cookies from one tenant's request to the next. An explicit ``auth``
-    still goes through httpx2."""
+    The SDKs build every request themselves (absolute URL, headers, auth header, timeout)
+    and want no redirects; what httpx2's client adds on top costs CPU on every request:
+    merging client-level URL, params, headers and cookies into the request, and, when
+    sending, auth flows, redirect handling, event hooks and a cookie jar (which would even
+    carry a provider's cookies from one tenant's request to the next). So ``build_request``
+    takes the SDK's request as it is (its URL parsed once per endpoint), and ``send`` hands
+    it to the transport. Anything else (a relative URL, params, cookies, form data, an
+    explicit ``auth``) still goes through httpx2's own code."""
 
     def __init__(self, transport: AiohttpTransport, timeout: httpx2.Timeout) -> None:
         super().__init__(transport=transport, timeout=timeout, follow_redirects=False)
         self._direct = transport
+        self._urls: dict[str, httpx2.URL] = {}
+
+    def build_request(self, method: str, url: httpx2.URL | str, *, content: Any = None,
+                      data: Any = None, files: Any = None, json: Any = None,
+                      params: Any = None, headers: Any = None, cookies: Any = None,
+                      timeout: Any = httpx2.USE_CLIENT_DEFAULT,
+                      extensions: Any = None) -> httpx2.Request:
+        parsed = self._urls.get(url) if isinstance(url, str) else None
+        if parsed is None:
+            parsed = httpx2.URL(url)
+        plain = (data is None and files is None and json is None and not params
+                 and not cookies and timeout is not httpx2.USE_CLIENT_DEFAULT
+                 and parsed.is_absolute_url)
+        if not plain:
+            return super().build_request(
+                method, url, content=content, data=data, files=files, json=json,
+                params=params, headers=headers, cookies=cookies, timeout=timeout,
+                extensions=extensions)
+        if isinstance(url, str) and len(self._urls) < MAX_REMEMBERED_URLS:
+            self._urls[url] = parsed
+        merged = dict(extensions) if extensions else {}
+        if "timeout" not in merged:
+            merged["timeout"] = httpx2.Timeout(timeout).as_dict()
+        return httpx2.Request(method, parsed, content=content, headers=headers,
+                              extensions=merged)
 
     async def send(self, request: httpx2.Request, *, stream: bool = False,
                    auth: Any = httpx2.USE_CLIENT_DEFAULT,

@@ -235,3 +235,34 @@ async def test_a_whole_answer_through_the_sdk(openai_fake) -> None:  # type: ign
     finally:
         await sdk.close()
     assert completion.choices[0].message.content == "Whole answer"
+
+
+async def test_an_sdk_request_is_built_as_httpx2_builds_it() -> None:
+    """SDKClient.build_request's shortcut against httpx2's own build_request: the same
+    request but for the client-level default headers (the SDK sets its own)."""
+    headers = [("Authorization", "Bearer k"), ("Content-Type", "application/json"),
+               ("User-Agent", "AsyncOpenAI/Python"), ("X-Stainless-Lang", "python")]
+    call = {"method": "POST", "url": "http://provider.invalid/v1/chat/completions?x=1",
+            "content": b'{"stream":true}', "headers": headers,
+            "timeout": httpx2.Timeout(7.0, connect=2.0), "files": None}
+    async with sdk_http_client(TIMEOUT) as ours, httpx2.AsyncClient(headers={}) as httpx2s:
+        built = [ours.build_request(**call) for _ in range(2)]  # the second: a known URL
+        reference = httpx2s.build_request(**call)
+    for request in built:
+        assert (request.method, request.url, request.content) == (
+            reference.method, reference.url, reference.content)
+        assert request.extensions == reference.extensions
+        expected = [(k, v) for k, v in reference.headers.multi_items()
+                    if k not in ("accept", "accept-encoding", "connection")]
+        assert request.headers.multi_items() == expected
+
+
+async def test_other_requests_go_through_httpx2s_own_build(serve) -> None:  # type: ignore[no-untyped-def]
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(text=f"{request.query_string}|{await request.text()}")
+
+    server = await serve(echo)
+    async with sdk_http_client(TIMEOUT) as client:
+        response = await client.post(f"{server.url}/form", params={"a": "1"},
+                                     data={"b": "2"})
+    assert response.text == "a=1|b=2"
