@@ -93,6 +93,7 @@ class CompletionSink:
         self.done: DoneFrame | None = None
         self.error: ErrorFrame | None = None
         self.created = int(time.time())
+        self._delta_head = self._delta_tail = b""  # a content delta's bytes around its text
 
     def _chunk(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         assert self.start is not None
@@ -108,6 +109,19 @@ class CompletionSink:
         except (ConnectionError, RuntimeError) as exc:
             raise SinkClosed() from exc
 
+    async def _write_delta(self, text: str) -> None:
+        """``data: <chunk>`` of one content delta: the chunk's bytes around the text are the
+        same for the whole stream, so they are encoded once (what ``_chunk`` would give)."""
+        if not self._delta_head:
+            whole = orjson.dumps(self._chunk({"content": ""}, None))
+            head, _, tail = whole.partition(b'"content":""')
+            self._delta_head, self._delta_tail = b"data: " + head + b'"content":', tail + b"\n\n"
+        assert self.response is not None
+        try:
+            await self.response.write(self._delta_head + orjson.dumps(text) + self._delta_tail)
+        except (ConnectionError, RuntimeError) as exc:
+            raise SinkClosed() from exc
+
     async def send(self, frame: ServerFrame) -> None:
         match frame:
             case StartFrame():
@@ -116,9 +130,10 @@ class CompletionSink:
                     await self._open()
                     await self._write(self._chunk({"role": "assistant", "content": ""}, None))
             case DeltaFrame(text=text):
-                self.parts.append(text)
                 if self._stream:
-                    await self._write(self._chunk({"content": text}, None))
+                    await self._write_delta(text)
+                else:
+                    self.parts.append(text)
             case DoneFrame():
                 self.done = frame
                 if self._stream:

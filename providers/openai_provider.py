@@ -146,8 +146,11 @@ class OpenAIProvider:
             # The SDK's documented raw request (``cast_to=httpx.Response``): its auth, base
             # URL, timeouts and status errors, without re-validating our own typed params.
             # The body goes as orjson bytes (``content``): the SDK's JSON encoder is slower.
+            # The turn's request id is the SDK's idempotency key (no uuid of its own).
+            options: openai.RequestOptions = (
+                {"idempotency_key": request.request_id} if request.request_id else {})
             response = await self._client.post("/chat/completions",
-                                               content=orjson.dumps(params),
+                                               content=orjson.dumps(params), options=options,
                                                cast_to=httpx2.Response, stream=True)
             try:
                 async for raw in body_chunks(response):  # straight from aiohttp

@@ -1,0 +1,48 @@
+"""The OpenAI-compatible SSE sink: every chunk on the wire is a whole chat.completion.chunk
+(served by a real aiohttp server, read back as bytes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.frames import DeltaFrame, DoneFrame, StartFrame
+from gateway.openai_compat import CompletionSink
+
+TEXTS = ["Hello", ' say "hi"\n', " é😀 </script> \\ \u2028", ""]
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
+    sink = CompletionSink(request, stream=True, include_usage=True)
+    await sink.send(StartFrame("http", "conv-1", "openai", "gpt-x"))
+    for text in TEXTS:
+        await sink.send(DeltaFrame("http", text))
+    await sink.send(DoneFrame("http", "conv-1", {"prompt_tokens": 3, "completion_tokens": 4,
+                                                 "total_tokens": 7}, 0.0, False, "stop"))
+    assert sink.response is not None
+    await sink.response.write_eof()
+    return sink.response
+
+
+async def test_each_content_delta_is_a_whole_chunk_of_the_stream() -> None:
+    app = web.Application()
+    app.router.add_post("/", _stream)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post("/")
+        raw = (await response.read()).decode()
+    events = [e.removeprefix("data: ") for e in raw.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    chunks: list[dict[str, Any]] = [orjson.loads(e) for e in events[:-1]]
+    role, deltas = chunks[0], chunks[1:1 + len(TEXTS)]
+    assert role["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    for chunk, text in zip(deltas, TEXTS, strict=True):
+        assert chunk == {"id": "chatcmpl-conv-1", "object": "chat.completion.chunk",
+                         "created": role["created"], "model": "gpt-x",
+                         "choices": [{"index": 0, "delta": {"content": text},
+                                      "finish_reason": None}]}
+    finish, usage = chunks[1 + len(TEXTS):]
+    assert finish["choices"][0]["finish_reason"] == "stop"
+    assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 7
