@@ -59,9 +59,24 @@ class TurnControl:
     """Set by the transport when the client sends ``cancel`` for this turn."""
 
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    _hooks: list[Callable[[], object]] = field(default_factory=list)
 
     def cancel(self) -> None:
         self.cancelled.set()
+        hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook()
+
+    def on_cancel(self, hook: Callable[[], object]) -> None:
+        """Call ``hook`` once when the turn is cancelled (at once if it already is)."""
+        if self.cancelled.is_set():
+            hook()
+        else:
+            self._hooks.append(hook)
+
+    def discard(self, hook: Callable[[], object]) -> None:
+        if hook in self._hooks:
+            self._hooks.remove(hook)
 
 
 @dataclass(slots=True)
@@ -421,19 +436,21 @@ class ChatService:
 
     async def _stream(self, state: TurnState, sink: Sink, control: TurnControl,
                       events: AsyncIterator[object]) -> None:
+        """Pump the stream to the sink in a task of its own, which the client's ``cancel``
+        cancels. Awaiting it hands a cancel of this task on to it, and waits for it to
+        finish (the stream closed); then only this task's own cancel propagates."""
         pump = asyncio.create_task(self._pump(state, sink, events))
-        waiter = asyncio.create_task(control.cancelled.wait())
+        control.on_cancel(pump.cancel)
         try:
-            await asyncio.wait({pump, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            if not pump.done():
-                pump.cancel()
-                await asyncio.gather(pump, return_exceptions=True)
-        if pump.cancelled():
+            await pump
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():  # cancelled from outside
+                raise
             state.outcome = "cancelled"
             return
-        pump.result()
+        finally:
+            control.discard(pump.cancel)
         state.outcome = state.snapshot.finish_reason or "stop"
 
     async def _pump(self, state: TurnState, sink: Sink, events: AsyncIterator[object]) -> None:

@@ -111,7 +111,15 @@ class Router:
                     finish = event
                 else:
                     yield event
-            while not started.ended and (following := await self._next(started)) is not None:
+            events, watch = started.events, started.watch
+            while not started.ended:  # the hot loop: one iteration per streamed event
+                try:
+                    with watch:
+                        following = await anext(events)
+                except StopAsyncIteration:
+                    break
+                except (TimeoutError, ProviderError) as exc:
+                    raise self._interrupted(started, exc) from exc
                 if isinstance(following, Finish):
                     finish = following
                 else:
@@ -196,21 +204,20 @@ class Router:
             breaker.release()
             raise
 
-    async def _next(self, started: _Started) -> ProviderEvent | None:
-        """The next event of a committed stream; failures become ``StreamInterrupted``."""
-        timeout_s = started.options.chunk_timeout_s
-        try:
-            with started.watch:
-                return await anext(started.events, None)
-        except TimeoutError as exc:
-            cause = ProviderTimeout(f"{started.route.provider} sent nothing for {timeout_s}s",
-                                    provider=started.route.provider)
+    @staticmethod
+    def _interrupted(started: _Started, exc: TimeoutError | ProviderError) -> StreamInterrupted:
+        """What a committed stream's failure becomes (a gap past ``chunk_timeout_s``, or
+        the provider's error), counted against its breaker if it says so about health."""
+        if isinstance(exc, TimeoutError):
+            timeout_s = started.options.chunk_timeout_s
+            cause: ProviderError = ProviderTimeout(
+                f"{started.route.provider} sent nothing for {timeout_s}s",
+                provider=started.route.provider)
+        else:
+            cause = exc
+        if cause.retryable:
             _record_failure(_name(started.route), started.breaker, cause)
-            raise StreamInterrupted(cause) from exc
-        except ProviderError as exc:
-            if exc.retryable:
-                _record_failure(_name(started.route), started.breaker, exc)
-            raise StreamInterrupted(exc) from exc
+        return StreamInterrupted(cause)
 
 
 def _name(route: RouteChosen) -> str:
