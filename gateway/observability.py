@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
+import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -16,12 +18,20 @@ QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropi
                  "botocore", "aiobotocore")
 
 
+def _orjson_line(event: Any, **options: Any) -> str:
+    """structlog's JSON serializer: orjson (compact), with structlog's fallback for
+    values JSON cannot hold (``default``) and non-string keys as strings."""
+    return orjson.dumps(event, default=options.get("default"),
+                        option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
     for noisy in QUIET_LOGGERS:  # one line per upstream request is noise (and CPU)
         logging.getLogger(noisy).setLevel(logging.WARNING)
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(serializer=_orjson_line) if json
+        else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[
