@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
@@ -43,4 +44,28 @@ def connect_redis(url: str, **options: Any) -> RedisClient:
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=options.pop("max_connections", MAX_CONNECTIONS),
         timeout=options.pop("pool_timeout", POOL_TIMEOUT_S), **options)
+    pool.connection_class = _with_hiredis_packing(pool.connection_class)  # before any connect
     return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
+
+
+class HiredisPacking:
+    """Commands packed by hiredis (C), as redis-py's sync client packs them; its asyncio
+    connections pack in Python, about 5 µs more per command. The same wire bytes; an
+    argument hiredis does not take (a memoryview, a bool) goes to redis-py's own packer,
+    which accepts or refuses it as before."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        name, words = args[0], args
+        if isinstance(name, str):  # a multi-word command name ("CONFIG GET") is split
+            words = (*name.encode().split(), *args[1:])
+        elif b" " in name:
+            words = (*name.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(words)]
+        except TypeError:
+            packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
+            return packed
+
+
+def _with_hiredis_packing(base: type[Any]) -> type[Any]:
+    return type(f"Hiredis{base.__name__}", (HiredisPacking, base), {})

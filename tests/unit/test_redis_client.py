@@ -16,3 +16,37 @@ async def test_real_server_client_uses_a_blocking_pool(redis_url: str) -> None:
     assert type(client.connection_pool).__name__ == "BlockingConnectionPool"
     assert await client.ping()
     await client.aclose()
+
+
+async def test_commands_reach_a_real_server_packed_by_hiredis(redis_url: str) -> None:
+    from redis.asyncio.connection import Connection
+    from redis.exceptions import DataError
+
+    from memory.redis_client import HiredisPacking
+
+    client = connect_redis(redis_url)
+    try:
+        assert issubclass(client.connection_pool.connection_class, HiredisPacking)
+        values: list[object] = ["é 😀", b"\x00\xff\r\n", 42, -7, 0.1, 1.5e-7, "x" * 1_000_000]
+        for index, value in enumerate(values):  # every value round trips unchanged
+            await client.set(f"packing:{index}", value)  # type: ignore[arg-type]
+            expected = value if isinstance(value, bytes) else str(value).encode()
+            if isinstance(value, float):
+                expected = repr(value).encode()
+            assert await client.get(f"packing:{index}") == expected
+        reply = await client.execute_command("CONFIG GET", "maxclients")  # a two-word name
+        assert [k.decode() if isinstance(k, bytes) else k for k in reply] == ["maxclients"]
+        await client.set("packing:view", memoryview(b"viewed"))  # hiredis refuses: redis-py's
+        assert await client.get("packing:view") == b"viewed"
+        try:
+            await client.set("packing:bool", True)  # type: ignore[arg-type]
+        except DataError:
+            pass
+        else:
+            raise AssertionError("a bool was accepted")
+    finally:
+        await client.aclose()
+    plain = Connection()  # the same wire bytes as redis-py's own packer
+    ours = type("Packed", (HiredisPacking, Connection), {})()
+    command = ("EVALSHA", "a" * 40, 2, "{b}:k1", "{b}:k2", 10, -2.5, "é")
+    assert b"".join(ours.pack_command(*command)) == b"".join(plain.pack_command(*command))
