@@ -17,6 +17,8 @@ from memory.tokens import TokenCounter
 from providers.base import Provider
 from providers.mock import MockProvider
 
+DEFAULT_OPTIONS = ProviderOptions()  # frozen: one shared instance
+
 
 class UnknownProviderError(KeyError):
     pass
@@ -40,7 +42,7 @@ class ProviderRegistry:
             raise UnknownProviderError(kind) from None
 
     def options_for(self, kind: str) -> ProviderOptions:
-        return self._options.get(kind, ProviderOptions())
+        return self._options.get(kind) or DEFAULT_OPTIONS
 
     async def start(self) -> None:
         """Optional warm-up: open the clients of providers that open lazily (Bedrock)."""
