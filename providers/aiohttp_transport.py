@@ -98,7 +98,10 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(limit=self._max_connections,
                                              keepalive_timeout=self._keepalive_s,
                                              ssl=self._ssl)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+            # No cookie jar: a provider's cookies must never go from one tenant's request
+            # to the next (aiohttp's default jar would keep and resend them).
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                                  cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     def _timeout(self, settings: dict[str, float | None]) -> aiohttp.ClientTimeout:

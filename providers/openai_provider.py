@@ -2,9 +2,10 @@
 
 The SDK authenticates and sends the request and turns error statuses into its typed
 errors, in its documented raw-request form (``client.post(..., cast_to=httpx.Response)``,
-which skips re-validating our already-typed params: ~0.7 ms a call). The body is decoded
-by our own pure SSE decoder and orjson (``map_openai_data``), a fraction of the cost of a
-pydantic model per chunk. ``map_openai_errors()`` is the one place where SDK exceptions
+which skips re-validating our already-typed params: ~0.7 ms a call), over our HTTP
+transport (``providers/aiohttp_transport.py``). The body, read straight from aiohttp, is
+decoded by our own pure SSE decoder and orjson (``map_openai_data``), a fraction of the cost
+of a pydantic model per chunk. ``map_openai_errors()`` is the one place where SDK exceptions
 become ours. The SDK's own retries are off: the router decides about retries and fallback.
 """
 
