@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx2
 import openai
@@ -18,18 +18,21 @@ from aiohttp.test_utils import TestServer
 from providers.aiohttp_transport import BODY_EXTENSION, body_chunks, sdk_http_client
 from providers.errors import ProviderConnectionError, ProviderTimeout
 from providers.transport import map_transport_errors
-from tests.fakes.upstream import ok, sse
+from tests.fakes.upstream import FakeUpstream, ok, sse
 
 EVENTS = b"".join(sse({"n": i, "text": "é" * i}) for i in range(40)) + b"data: [DONE]\n\n"
 TIMEOUT = httpx2.Timeout(5.0, connect=2.0)
 
 
-class Server:
-    """One local server; counts the TCP connections its requests arrived on."""
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-    def __init__(self, handler: Callable[[web.Request], object]) -> None:
+
+class Server:
+    """One local server; notes the TCP connection each request arrived on."""
+
+    def __init__(self, handler: Handler) -> None:
         self.app = web.Application()
-        self.app.router.add_route("*", "/{tail:.*}", handler)  # type: ignore[arg-type]
+        self.app.router.add_route("*", "/{tail:.*}", handler)
         self.peers: list[object] = []
         self.url = ""
 
@@ -38,11 +41,14 @@ class Server:
                           if request.transport else None)
 
 
+Serve = Callable[[Handler], Awaitable[Server]]
+
+
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Callable[..., object]], object]]:
+async def serve() -> AsyncIterator[Serve]:
     servers: list[TestServer] = []
 
-    async def start(handler: Callable[..., object]) -> Server:
+    async def start(handler: Handler) -> Server:
         server = Server(handler)
         test_server = TestServer(server.app, host="127.0.0.1")
         await test_server.start_server()
@@ -50,7 +56,7 @@ async def serve() -> AsyncIterator[Callable[[Callable[..., object]], object]]:
         server.url = str(test_server.make_url("")).rstrip("/")
         return server
 
-    yield start  # type: ignore[misc]
+    yield start
     for test_server in servers:
         await test_server.close()
 
@@ -72,7 +78,7 @@ async def _post(client: httpx2.AsyncClient, url: str) -> httpx2.Response:
     return await client.send(request, stream=True)
 
 
-async def test_body_read_straight_from_aiohttp_matches_httpx2s(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_body_read_straight_from_aiohttp_matches_httpx2s(serve: Serve) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         server.seen(request)
         return await _stream_events(request)
@@ -90,7 +96,7 @@ async def test_body_read_straight_from_aiohttp_matches_httpx2s(serve) -> None:  
 
 
 @pytest.mark.parametrize("read", ["straight", "httpx2"])
-async def test_compressed_body_arrives_decoded_either_way(serve, read: str) -> None:  # type: ignore[no-untyped-def]
+async def test_compressed_body_arrives_decoded_either_way(serve: Serve, read: str) -> None:
     seen: list[str] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -110,7 +116,7 @@ async def test_compressed_body_arrives_decoded_either_way(serve, read: str) -> N
     assert "gzip" in seen[0]  # aiohttp advertises what it decodes
 
 
-async def test_abandoned_stream_closes_its_connection(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_abandoned_stream_closes_its_connection(serve: Serve) -> None:
     finish = asyncio.Event()
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -149,7 +155,7 @@ async def test_refused_connection_is_a_connection_error_through_the_sdk() -> Non
             await sdk.close()
 
 
-async def test_stalled_body_read_straight_times_out_as_a_provider_timeout(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_stalled_body_read_straight_times_out_as_a_provider_timeout(serve: Serve) -> None:
     release = asyncio.Event()
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -169,7 +175,7 @@ async def test_stalled_body_read_straight_times_out_as_a_provider_timeout(serve)
     release.set()
 
 
-async def test_body_cut_mid_stream_is_a_provider_connection_error(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_body_cut_mid_stream_is_a_provider_connection_error(serve: Serve) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         await response.prepare(request)
@@ -188,7 +194,8 @@ async def test_body_cut_mid_stream_is_a_provider_connection_error(serve) -> None
 
 
 
-async def test_the_environments_proxy_is_used(serve, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+async def test_the_environments_proxy_is_used(serve: Serve,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[str] = []
 
     async def proxy(request: web.Request) -> web.Response:  # an HTTP proxy gets absolute URLs
@@ -209,7 +216,7 @@ async def test_the_environments_proxy_is_used(serve, monkeypatch: pytest.MonkeyP
             await client.get("http://provider.invalid/v1/models")
 
 
-async def test_a_providers_cookie_is_not_carried_to_the_next_request(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_a_providers_cookie_is_not_carried_to_the_next_request(serve: Serve) -> None:
     cookies: list[str | None] = []
 
     async def handler(request: web.Request) -> web.Response:
@@ -226,7 +233,7 @@ async def test_a_providers_cookie_is_not_carried_to_the_next_request(serve) -> N
     assert cookies == [None, None]  # no jar: one tenant's request never carries another's
 
 
-async def test_a_whole_answer_through_the_sdk(openai_fake) -> None:  # type: ignore[no-untyped-def]
+async def test_a_whole_answer_through_the_sdk(openai_fake: FakeUpstream) -> None:
     sdk = openai.AsyncOpenAI(api_key="k", base_url=f"{openai_fake.url}/v1", max_retries=0,
                              http_client=sdk_http_client(TIMEOUT))
     try:
@@ -258,7 +265,7 @@ async def test_an_sdk_request_is_built_as_httpx2_builds_it() -> None:
         assert request.headers.multi_items() == expected
 
 
-async def test_other_requests_go_through_httpx2s_own_build(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_other_requests_go_through_httpx2s_own_build(serve: Serve) -> None:
     async def echo(request: web.Request) -> web.Response:
         return web.Response(text=f"{request.query_string}|{await request.text()}")
 

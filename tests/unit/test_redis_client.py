@@ -29,7 +29,7 @@ async def test_commands_reach_a_real_server_packed_by_hiredis(redis_url: str) ->
         assert issubclass(client.connection_pool.connection_class, HiredisPacking)
         values: list[object] = ["é 😀", b"\x00\xff\r\n", 42, -7, 0.1, 1.5e-7, "x" * 1_000_000]
         for index, value in enumerate(values):  # every value round trips unchanged
-            await client.set(f"packing:{index}", value)  # type: ignore[arg-type]
+            await client.set(f"packing:{index}", value)
             expected = value if isinstance(value, bytes) else str(value).encode()
             if isinstance(value, float):
                 expected = repr(value).encode()
@@ -39,7 +39,7 @@ async def test_commands_reach_a_real_server_packed_by_hiredis(redis_url: str) ->
         await client.set("packing:view", memoryview(b"viewed"))  # hiredis refuses: redis-py's
         assert await client.get("packing:view") == b"viewed"
         try:
-            await client.set("packing:bool", True)  # type: ignore[arg-type]
+            await client.set("packing:bool", True)
         except DataError:
             pass
         else:
