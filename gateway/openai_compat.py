@@ -94,6 +94,7 @@ class CompletionSink:
         self.error: ErrorFrame | None = None
         self.created = int(time.time())
         self._delta_head = self._delta_tail = b""  # a content delta's bytes around its text
+        self._held = b""  # bytes that go out with the next write
 
     def _chunk(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         assert self.start is not None
@@ -102,12 +103,8 @@ class CompletionSink:
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
     async def _write(self, payload: dict[str, Any] | str) -> None:
-        assert self.response is not None
         data = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
-        try:
-            await self.response.write(f"data: {data}\n\n".encode())
-        except (ConnectionError, RuntimeError) as exc:
-            raise SinkClosed() from exc
+        await self._send(f"data: {data}\n\n".encode())
 
     async def _write_delta(self, text: str) -> None:
         """``data: <chunk>`` of one content delta: the chunk's bytes around the text are the
@@ -116,9 +113,20 @@ class CompletionSink:
             whole = orjson.dumps(self._chunk({"content": ""}, None))
             head, _, tail = whole.partition(b'"content":""')
             self._delta_head, self._delta_tail = b"data: " + head + b'"content":', tail + b"\n\n"
+        await self._send(self._delta_head + orjson.dumps(text) + self._delta_tail)
+
+    async def flush(self) -> None:
+        """Write anything still held back (the stream ends with no write after it)."""
+        if self._held:
+            await self._send(b"")
+
+    async def _send(self, data: bytes) -> None:
+        """One write: anything held back goes first, in the same write."""
         assert self.response is not None
+        if self._held:
+            data, self._held = self._held + data, b""
         try:
-            await self.response.write(self._delta_head + orjson.dumps(text) + self._delta_tail)
+            await self.response.write(data)
         except (ConnectionError, RuntimeError) as exc:
             raise SinkClosed() from exc
 
@@ -128,7 +136,10 @@ class CompletionSink:
                 self.start = frame
                 if self._stream:
                     await self._open()
-                    await self._write(self._chunk({"role": "assistant", "content": ""}, None))
+                    # The role chunk goes out with what follows it (the first delta comes
+                    # right after the start): one write, one packet, for the first token.
+                    role = orjson.dumps(self._chunk({"role": "assistant", "content": ""}, None))
+                    self._held = b"data: " + role + b"\n\n"
             case DeltaFrame(text=text):
                 if self._stream:
                     await self._write_delta(text)
@@ -191,7 +202,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     sink = CompletionSink(request, stream=stream, include_usage=include_usage)
     await runtime.service.chat(principal, frame, sink)
     if sink.response is not None:
-        with contextlib.suppress(ConnectionError):  # the client left after its [DONE]
+        with contextlib.suppress(ConnectionError, SinkClosed):  # the client left after [DONE]
+            await sink.flush()
             await sink.response.write_eof()
         return sink.response
     headers = {CONVERSATION_HEADER: conversation_id} if conversation_id else {}

@@ -46,3 +46,29 @@ async def test_each_content_delta_is_a_whole_chunk_of_the_stream() -> None:
     finish, usage = chunks[1 + len(TEXTS):]
     assert finish["choices"][0]["finish_reason"] == "stop"
     assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 7
+
+
+async def _start_then(request: web.Request) -> web.StreamResponse:
+    """A start with no delta after it: done at once (``?done``), or nothing at all."""
+    sink = CompletionSink(request, stream=True, include_usage=False)
+    await sink.send(StartFrame("http", "conv-2", "openai", "gpt-x"))
+    if "done" in request.query:
+        await sink.send(DoneFrame("http", "conv-2", {}, 0.0, False, "stop"))
+    await sink.flush()
+    assert sink.response is not None
+    await sink.response.write_eof()
+    return sink.response
+
+
+async def test_the_role_chunk_is_never_lost_when_no_delta_follows() -> None:
+    app = web.Application()
+    app.router.add_post("/", _start_then)
+    async with TestClient(TestServer(app)) as client:
+        with_done = (await (await client.post("/?done")).read()).decode()
+        alone = (await (await client.post("/")).read()).decode()
+    events = [e.removeprefix("data: ") for e in with_done.split("\n\n") if e]
+    assert orjson.loads(events[0])["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert orjson.loads(events[1])["choices"][0]["finish_reason"] == "stop"
+    assert events[2:] == ["[DONE]"]
+    [only] = [e.removeprefix("data: ") for e in alone.split("\n\n") if e]
+    assert orjson.loads(only)["choices"][0]["delta"]["role"] == "assistant"
