@@ -16,24 +16,31 @@ TEXTS = ["Hello", ' say "hi"\n', " é😀 </script> \\ \u2028", ""]
 
 
 async def _stream(request: web.Request) -> web.StreamResponse:
+    """A start, then (by the query) the deltas of TEXTS and a done with usage, or not."""
     sink = CompletionSink(request, stream=True, include_usage=True)
     await sink.send(StartFrame("http", "conv-1", "openai", "gpt-x"))
-    for text in TEXTS:
+    for text in TEXTS if "deltas" in request.query else ():
         await sink.send(DeltaFrame("http", text))
-    await sink.send(DoneFrame("http", "conv-1", {"prompt_tokens": 3, "completion_tokens": 4,
-                                                 "total_tokens": 7}, 0.0, False, "stop"))
+    if "done" in request.query:
+        await sink.send(DoneFrame("http", "conv-1", {"prompt_tokens": 3, "completion_tokens": 4,
+                                                     "total_tokens": 7}, 0.0, False, "stop"))
+    await sink.flush()
     assert sink.response is not None
     await sink.response.write_eof()
     return sink.response
 
 
-async def test_each_content_delta_is_a_whole_chunk_of_the_stream() -> None:
+async def _events(path: str) -> list[str]:
+    """The SSE ``data`` fields a client reads from ``_stream`` at ``path``."""
     app = web.Application()
     app.router.add_post("/", _stream)
     async with TestClient(TestServer(app)) as client:
-        response = await client.post("/")
-        raw = (await response.read()).decode()
-    events = [e.removeprefix("data: ") for e in raw.split("\n\n") if e]
+        raw = (await (await client.post(path)).read()).decode()
+    return [e.removeprefix("data: ") for e in raw.split("\n\n") if e]
+
+
+async def test_each_content_delta_is_a_whole_chunk_of_the_stream() -> None:
+    events = await _events("/?deltas&done")
     assert events[-1] == "[DONE]"
     chunks: list[dict[str, Any]] = [orjson.loads(e) for e in events[:-1]]
     role, deltas = chunks[0], chunks[1:1 + len(TEXTS)]
@@ -48,27 +55,12 @@ async def test_each_content_delta_is_a_whole_chunk_of_the_stream() -> None:
     assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 7
 
 
-async def _start_then(request: web.Request) -> web.StreamResponse:
-    """A start with no delta after it: done at once (``?done``), or nothing at all."""
-    sink = CompletionSink(request, stream=True, include_usage=False)
-    await sink.send(StartFrame("http", "conv-2", "openai", "gpt-x"))
-    if "done" in request.query:
-        await sink.send(DoneFrame("http", "conv-2", {}, 0.0, False, "stop"))
-    await sink.flush()
-    assert sink.response is not None
-    await sink.response.write_eof()
-    return sink.response
-
-
 async def test_the_role_chunk_is_never_lost_when_no_delta_follows() -> None:
-    app = web.Application()
-    app.router.add_post("/", _start_then)
-    async with TestClient(TestServer(app)) as client:
-        with_done = (await (await client.post("/?done")).read()).decode()
-        alone = (await (await client.post("/")).read()).decode()
-    events = [e.removeprefix("data: ") for e in with_done.split("\n\n") if e]
-    assert orjson.loads(events[0])["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    assert orjson.loads(events[1])["choices"][0]["finish_reason"] == "stop"
-    assert events[2:] == ["[DONE]"]
-    [only] = [e.removeprefix("data: ") for e in alone.split("\n\n") if e]
+    with_done, alone = await _events("/?done"), await _events("/")
+    assert orjson.loads(with_done[0])["choices"][0]["delta"] == {"role": "assistant",
+                                                                 "content": ""}
+    assert orjson.loads(with_done[1])["choices"][0]["finish_reason"] == "stop"
+    assert orjson.loads(with_done[2])["usage"]["total_tokens"] == 7
+    assert with_done[3:] == ["[DONE]"]
+    [only] = alone
     assert orjson.loads(only)["choices"][0]["delta"]["role"] == "assistant"
