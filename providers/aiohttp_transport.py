@@ -82,9 +82,12 @@ class _Body(httpx2.AsyncByteStream):
 
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):
-    """One aiohttp session (opened on first use, inside the running loop)."""
+    """One aiohttp session (opened on first use, inside the running loop). Idle upstream
+    connections are kept ``keepalive_s`` (aiohttp's default, 15 s): well inside the idle
+    timeouts of the providers' front ends, so a kept connection is rarely found closed (and
+    a failed connect before the first token is retried by the router)."""
 
-    def __init__(self, *, max_connections: int = 1000, keepalive_s: float = 30.0,
+    def __init__(self, *, max_connections: int = 1000, keepalive_s: float = 15.0,
                  ssl_context: ssl.SSLContext | bool = True) -> None:
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
