@@ -196,8 +196,9 @@ class SDKClient(httpx2.AsyncClient):
         if isinstance(url, str) and len(self._urls) < MAX_REMEMBERED_URLS:
             self._urls[url] = parsed
         merged = dict(extensions) if extensions else {}
-        if "timeout" not in merged:
-            merged["timeout"] = httpx2.Timeout(timeout).as_dict()
+        if "timeout" not in merged:  # the SDKs pass a Timeout: no copy of it is needed
+            merged["timeout"] = (timeout if isinstance(timeout, httpx2.Timeout)
+                                 else httpx2.Timeout(timeout)).as_dict()
         return httpx2.Request(method, parsed, content=content, headers=headers,
                               extensions=merged)
 
@@ -209,7 +210,8 @@ class SDKClient(httpx2.AsyncClient):
                                       follow_redirects=follow_redirects)
         if self.is_closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
-        request.extensions.setdefault("timeout", self.timeout.as_dict())
+        if "timeout" not in request.extensions:  # the SDKs always set one
+            request.extensions["timeout"] = self.timeout.as_dict()
         response = await self._direct.handle_async_request(request)
         if not stream:
             try:
