@@ -8,11 +8,10 @@ event-stream rules that matter for model APIs: ``data`` lines joined with newlin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class SSEEvent:
+class SSEEvent(NamedTuple):
     data: str
     event: str = ""
 
@@ -24,8 +23,16 @@ class SSEDecoder:
         self._event = ""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        buffer = self._buffer + chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
         events: list[SSEEvent] = []
+        if b"\r" not in buffer:  # LF line ends only (what model APIs send): split at once
+            lines = buffer.split(b"\n")
+            self._buffer = lines.pop()  # the unfinished last line (empty after an LF)
+            for line in lines:
+                event = self._line(line)
+                if event is not None:
+                    events.append(event)
+            return events
         start = 0
         while True:
             end = _line_end(buffer, start)
@@ -43,12 +50,16 @@ class SSEDecoder:
 
     def _line(self, line: bytes) -> SSEEvent | None:
         if not line:  # blank line: dispatch
-            if not self._data:
+            data = self._data
+            if not data:
                 self._event = ""
                 return None
-            event = SSEEvent(data="\n".join(self._data), event=self._event)
+            event = SSEEvent(data[0] if len(data) == 1 else "\n".join(data), self._event)
             self._data, self._event = [], ""
             return event
+        if line[:6] == b"data: ":  # the usual line, first
+            self._data.append(line[6:].decode("utf-8", errors="replace"))
+            return None
         if line.startswith(b":"):
             return None
         name, _, value = line.partition(b":")

@@ -35,3 +35,20 @@ def test_random_awkward_pieces() -> None:
 
 def test_blank_lines_without_data_dispatch_nothing() -> None:
     assert SSEDecoder().feed(b"\n\n\r\n: comment\n\n") == []
+
+
+LF_STREAM = STREAM.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+def test_lf_only_stream_split_at_every_byte_boundary() -> None:
+    # the decoder's LF-only fast path (what model APIs send), chunk by chunk
+    assert SSEDecoder().feed(LF_STREAM) == EXPECTED
+    for cut in range(1, len(LF_STREAM)):
+        decoder = SSEDecoder()
+        assert decoder.feed(LF_STREAM[:cut]) + decoder.feed(LF_STREAM[cut:]) == EXPECTED, cut
+
+
+def test_lf_chunks_then_a_cr_chunk() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"event: e\ndata: one\ndata: tw") == []
+    assert decoder.feed(b"o\r\n\r\ndata: x\n\n") == [SSEEvent("one\ntwo", "e"), SSEEvent("x")]
