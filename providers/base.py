@@ -56,6 +56,25 @@ class Finish:
 ProviderEvent = TextDelta | UsageReport | Finish
 
 
+def merge_text(events: list[ProviderEvent]) -> list[ProviderEvent]:
+    """Consecutive text deltas joined into one, in order, everything else as it was.
+
+    A provider applies it to the events of one network read: pieces that arrived
+    together leave together, as one delta instead of several (no piece ever waits for
+    another). An idle gateway reads each piece on its own and changes nothing; a busy one,
+    whose reads find several pieces waiting, handles fewer and larger deltas downstream
+    (router, sink, socket frames), so its work per answer falls as its load rises."""
+    if len(events) < 2:
+        return events
+    merged: list[ProviderEvent] = []
+    for event in events:
+        if merged and type(event) is TextDelta and type(merged[-1]) is TextDelta:
+            merged[-1] = TextDelta(merged[-1].text + event.text)
+        else:
+            merged.append(event)
+    return merged
+
+
 class Provider(Protocol):
     """A streaming chat model. ``name`` is the provider kind (``openai``, ``mock``…)."""
 

@@ -28,6 +28,7 @@ from providers.base import (
     ProviderRequest,
     TextDelta,
     UsageReport,
+    merge_text,
 )
 from providers.errors import (
     ProviderBadRequest,
@@ -153,14 +154,26 @@ class OpenAIProvider:
             response = await self._client.post("/chat/completions",
                                                content=orjson.dumps(params), options=options,
                                                cast_to=httpx2.Response, stream=True)
+            name = self.name
             try:
                 async for raw in body_chunks(response):  # straight from aiohttp
-                    for message in decoder.feed(raw):
-                        if message.data == "[DONE]":
-                            return
-                        for event in map_openai_data(_json(message.data, self.name),
-                                                     self.name):
+                    # Whatever arrived in this read, its text deltas joined (merge_text).
+                    events: list[ProviderEvent] = []
+                    done = False
+                    try:
+                        for message in decoder.feed(raw):
+                            if message.data == "[DONE]":
+                                done = True
+                                break
+                            events += map_openai_data(_json(message.data, name), name)
+                    except ProviderError:  # what came before the error still goes out
+                        for event in merge_text(events):
                             yield event
+                        raise
+                    for event in merge_text(events):
+                        yield event
+                    if done:
+                        return
             finally:  # done, error, aclose or cancel: the connection is closed, not drained
                 await response.aclose()
 

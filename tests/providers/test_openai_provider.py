@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import openai
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from providers.base import Provider, TextDelta
-from providers.errors import ProviderRateLimited
+from gateway.config import ProviderOptions
+from providers.base import Finish, Provider, TextDelta, UsageReport
+from providers.errors import ProviderOverloaded, ProviderRateLimited
+from providers.openai_provider import OpenAIProvider
 from tests.fakes.providers import TEST_API_KEY, chat_request, provider_for
-from tests.fakes.upstream import FakeUpstream, ok, status
+from tests.fakes.upstream import FakeUpstream, ok, sse, status
 
 CONVERSATION = chat_request(("system", "You are terse."), ("user", "Hi"), model="gpt-test",
                             max_tokens=42)
@@ -75,3 +81,101 @@ async def test_fake_records_each_turn(provider: Provider, openai_fake: FakeUpstr
     [_ async for _ in provider.stream(second)]
     assert [len(body["messages"]) for body in openai_fake.bodies] == [1, 3]
     assert openai_fake.bodies[1]["messages"][1] == {"role": "assistant", "content": answer}
+
+
+# --- what one network read carries ------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _delta(text: str) -> bytes:
+    return sse({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
+
+
+_CLOSING = (sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            + sse({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}})
+            + b"data: [DONE]\n\n")
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Callable[[Handler], Awaitable[Provider]]]:
+    """An OpenAI provider pointed at a local server running ``handler``."""
+    servers: list[TestServer] = []
+    providers: list[Provider] = []
+
+    async def start(handler: Handler) -> Provider:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handler)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        url = str(server.make_url("/v1"))
+        provider = OpenAIProvider(ProviderOptions(base_url=url), api_key=TEST_API_KEY)
+        providers.append(provider)
+        return provider
+
+    yield start
+    for provider in providers:
+        await provider.aclose()
+    for server in servers:
+        await server.close()
+
+
+async def _open(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    return response
+
+
+async def test_pieces_that_arrive_together_leave_as_one_delta(
+        served: Callable[[Handler], Awaitable[Provider]]) -> None:
+    async def together(request: web.Request) -> web.StreamResponse:
+        response = await _open(request)
+        await response.write(_delta("Hel") + _delta("lo") + _delta(" there") + _CLOSING)
+        await response.write_eof()
+        return response
+
+    provider = await served(together)
+    events = [event async for event in provider.stream(CONVERSATION)]
+    assert events == [TextDelta("Hello there"), Finish("stop"),
+                      UsageReport(prompt_tokens=5, completion_tokens=3)]
+
+
+async def test_pieces_read_apart_stay_apart(
+        served: Callable[[Handler], Awaitable[Provider]]) -> None:
+    proceed = asyncio.Event()
+
+    async def apart(request: web.Request) -> web.StreamResponse:
+        response = await _open(request)
+        await response.write(_delta("Hel"))
+        await proceed.wait()  # the test has the first piece before the second is sent
+        await response.write(_delta("lo") + _CLOSING)
+        await response.write_eof()
+        return response
+
+    provider = await served(apart)
+    texts: list[str] = []
+    async for event in provider.stream(CONVERSATION):
+        if isinstance(event, TextDelta):
+            texts.append(event.text)
+            proceed.set()
+    assert texts == ["Hel", "lo"]
+
+
+async def test_text_before_an_error_in_the_same_read_still_goes_out(
+        served: Callable[[Handler], Awaitable[Provider]]) -> None:
+    error: dict[str, Any] = {"error": {"type": "server_error", "message": "boom"}}
+
+    async def broken(request: web.Request) -> web.StreamResponse:
+        response = await _open(request)
+        await response.write(_delta("Hel") + _delta("lo") + sse(error))
+        await response.write_eof()
+        return response
+
+    provider = await served(broken)
+    texts: list[str] = []
+    with pytest.raises(ProviderOverloaded):
+        async for event in provider.stream(CONVERSATION):
+            assert isinstance(event, TextDelta)
+            texts.append(event.text)
+    assert texts == ["Hello"]

@@ -1,6 +1,6 @@
 import pytest
 
-from providers.base import Finish, TextDelta, UsageReport
+from providers.base import Finish, ProviderEvent, TextDelta, UsageReport, merge_text
 from providers.errors import (
     ProviderBadRequest,
     ProviderConnectionError,
@@ -31,3 +31,13 @@ def test_text_finish_and_usage() -> None:
 def test_in_stream_errors_by_type(kind: str, error: type[Exception]) -> None:
     with pytest.raises(error):
         map_openai_data({"error": {"message": "boom", "type": kind}})
+
+
+def test_merge_text_joins_consecutive_deltas_only() -> None:
+    usage, finish = UsageReport(prompt_tokens=3), Finish("stop")
+    events: list[ProviderEvent] = [TextDelta("a"), TextDelta("b"), usage, TextDelta("c"),
+                                   TextDelta("d"), TextDelta("e"), finish]
+    assert merge_text(events) == [TextDelta("ab"), usage, TextDelta("cde"), finish]
+    assert merge_text([TextDelta("x")]) == [TextDelta("x")]
+    assert merge_text([]) == []
+    assert merge_text([usage, finish]) == [usage, finish]
