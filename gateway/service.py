@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -170,7 +170,7 @@ class ChatService:
         """Run one turn to completion, writing frames to ``sink``. Never raises for the
         client's or the provider's faults: those end as an ``error`` frame."""
         control = control or TurnControl()
-        state = TurnState(request_id=uuid.uuid4().hex, frame=frame, principal=principal,
+        state = TurnState(request_id=secrets.token_hex(16), frame=frame, principal=principal,
                           started_at=time.perf_counter())
         try:
             await self._run(state, sink, control)
@@ -195,10 +195,16 @@ class ChatService:
         principal, frame = state.principal, state.frame
         brand, plan = self._brand_and_plan(principal)
         chain = self._chain(brand, frame.model)
-        _, loaded, prefs = await asyncio.gather(  # three independent round trips at once
-            self._gate.check_rate(principal, brand),
-            self._load_conversation(principal, frame.conversation_id),
-            self._preferences.get(brand.name, principal.user_id))
+        rate = self._gate.check_rate
+        if frame.conversation_id is None:  # a new conversation: nothing to load
+            loaded = self._conversations.start(principal.brand, principal.user_id)
+            _, prefs = await asyncio.gather(  # one round trip for both
+                rate(principal, brand), self._preferences.get(brand.name, principal.user_id))
+        else:  # independent round trips at once
+            _, loaded, prefs = await asyncio.gather(
+                rate(principal, brand),
+                self._load_conversation(principal, frame.conversation_id),
+                self._preferences.get(brand.name, principal.user_id))
         state.conversation_id, state.new_conversation = loaded.conversation_id, loaded.is_new
         state.mark("conversation")
         requested = frame.max_tokens or self._config.limits.default_max_tokens
@@ -381,9 +387,7 @@ class ChatService:
         return chain
 
     async def _load_conversation(self, principal: Principal,
-                                 conversation_id: str | None) -> LoadedConversation:
-        if conversation_id is None:
-            return self._conversations.start(principal.brand, principal.user_id)
+                                 conversation_id: str) -> LoadedConversation:
         loaded = await self._conversations.load(principal.brand, principal.user_id,
                                                 conversation_id)
         if loaded is None:

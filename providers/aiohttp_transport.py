@@ -40,8 +40,8 @@ BODY_EXTENSION = "chatgate.aiohttp_body"
 """``response.extensions`` key of the aiohttp ``StreamReader`` behind a response."""
 
 MAX_REMEMBERED_URLS = 256  # parsed endpoint URLs an SDK client keeps
-_DROPPED_REQUEST_HEADERS = frozenset({"accept-encoding", "content-length", "host",
-                                      "transfer-encoding"})
+_DROPPED_REQUEST_HEADERS = frozenset({b"accept-encoding", b"content-length", b"host",
+                                      b"transfer-encoding"})
 _DROPPED_RESPONSE_HEADERS = frozenset({b"content-encoding", b"content-length"})
 
 
@@ -124,7 +124,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         session = self._open()
-        headers = [(k, v) for k, v in request.headers.multi_items()
+        encoding = request.headers.encoding  # as multi_items() decodes, looked up once
+        headers = [(k.decode(encoding), v.decode(encoding)) for k, v in request.headers.raw
                    if k.lower() not in _DROPPED_REQUEST_HEADERS]
         try:
             data: Any = request.content or None
