@@ -77,6 +77,7 @@ class RunStats:
     cached: int = 0
     client_cpu_s: float = 0.0
     all_turns: int = 0  # every completed turn of the run, warm-up included (CPU per turn)
+    deltas_per_turn: float = 0.0  # content deltas (frames or SSE chunks) per completed turn
 
     @property
     def turns_per_s(self) -> float:
@@ -96,6 +97,7 @@ class RunStats:
                 "latency_ms": {q: round(self.latency(q), 3) for q in (50, 90, 99)},
                 "cached": self.cached, "client_cpu_s": round(self.client_cpu_s, 2),
                 "all_turns": self.all_turns,
+                "deltas_per_turn": round(self.deltas_per_turn, 2),
                 "error_samples": self.error_samples[:5]}
 
 
@@ -113,7 +115,8 @@ def collect(target: str, mode: str, results: Sequence[TurnResult], start: float,
         latency_ms=[r.latency * 1000 for r in ok],
         error_samples=sorted({str(r.error) for r in errors})[:5],
         cached=sum(1 for r in ok if r.cached), client_cpu_s=client_cpu_s,
-        all_turns=sum(1 for r in results if r.ok))
+        all_turns=sum(1 for r in results if r.ok),
+        deltas_per_turn=sum(r.deltas for r in ok) / len(ok) if ok else 0.0)
 
 
 
