@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
@@ -40,6 +39,7 @@ from gateway.sink import Sink, SinkClosed
 from gateway.summaries import Summarizer
 from memory.context import AssembledContext, ContextTooLarge, assemble_context
 from memory.conversations import ConversationStore, LoadedConversation
+from memory.ids import random_hex
 from memory.preferences import PreferenceStore, preferences_prompt
 from memory.records import StoredMessage, TurnRecord
 from memory.response_cache import CachedAnswer, CacheKey, Flight, ResponseCache
@@ -170,7 +170,7 @@ class ChatService:
         """Run one turn to completion, writing frames to ``sink``. Never raises for the
         client's or the provider's faults: those end as an ``error`` frame."""
         control = control or TurnControl()
-        state = TurnState(request_id=secrets.token_hex(16), frame=frame, principal=principal,
+        state = TurnState(request_id=random_hex(), frame=frame, principal=principal,
                           started_at=time.perf_counter())
         try:
             await self._run(state, sink, control)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from memory.hot import user_key
+from memory.ids import random_hex
 from memory.pipelining import AutoPipeline
 from memory.redis_client import RedisClient
 
@@ -122,7 +122,7 @@ class CacheKey:
     brand: str
     digest: str
     generation_keys: tuple[str, ...]
-    owner: str = field(default_factory=lambda: secrets.token_hex(8))  # this turn's lock token
+    owner: str = field(default_factory=lambda: random_hex(8))  # this turn's lock token
 
     @property
     def entry(self) -> str:
