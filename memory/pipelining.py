@@ -7,7 +7,12 @@ command still runs atomically on its own; only the network round trip and the cl
 per-call overhead (connection checkout, packing, the write, the read loop) are shared.
 Under load, one pipeline carries the rate checks, preference reads, reservations and
 settlements of many turns; at most ``max_in_flight`` pipelines (connections) are out at
-once, and a call waits for the next one.
+once, and a call waits for the next one. One by default: while a pipeline is out, the
+calls of every other turn gather for the next, so a busy gateway sends fewer and fuller
+pipelines (redis-py's per-pipeline work, the connection checkout, the write and the read
+loop's setup, is paid once per batch). Measured side by side at 200 WebSocket streams:
+4.5 to 8.6 % less CPU per turn than with four in flight. The cost is latency under load:
+a call made while a pipeline is out waits for its reply (one round trip) before leaving.
 
 Scripts are redis-py ``Script`` objects: they know their SHA1 locally, run with
 ``EVALSHA``, and on ``NOSCRIPT`` (a restarted server, a failover, ``SCRIPT FLUSH``) are
@@ -54,7 +59,7 @@ class AutoPipeline:
     """Runs scripts and commands; calls made concurrently share pipelined round trips."""
 
     def __init__(self, redis: RedisClient, *, max_batch: int = 256,
-                 max_in_flight: int = 4) -> None:
+                 max_in_flight: int = 1) -> None:
         self.redis = redis
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
