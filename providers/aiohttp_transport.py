@@ -42,6 +42,7 @@ BODY_EXTENSION = "chatgate.aiohttp_body"
 MAX_REMEMBERED_URLS = 256  # parsed endpoint URLs an SDK client keeps
 _DROPPED_REQUEST_HEADERS = frozenset({b"accept-encoding", b"content-length", b"host",
                                       b"transfer-encoding"})
+_AUTO_REQUEST_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
 _DROPPED_RESPONSE_HEADERS = frozenset({b"content-encoding", b"content-length"})
 
 
@@ -200,6 +201,16 @@ class SDKClient(httpx2.AsyncClient):
         if "timeout" not in merged:  # the SDKs pass a Timeout: no copy of it is needed
             merged["timeout"] = (timeout if isinstance(timeout, httpx2.Timeout)
                                  else httpx2.Timeout(timeout)).as_dict()
+        if isinstance(content, bytes) and isinstance(headers, list) and not any(
+                k.lower() in _AUTO_REQUEST_HEADERS for k, _ in headers):
+            # What httpx2's Request(content=...) makes of it, its headers normalized once
+            # instead of twice: Host first, the given headers, then Content-Length.
+            request = httpx2.Request(
+                method, parsed, extensions=merged, stream=httpx2.ByteStream(content),
+                headers=[("Host", parsed.netloc.decode("ascii")), *headers,
+                         ("Content-Length", str(len(content)))])
+            request._content = content  # as Request.read() would set it
+            return request
         return httpx2.Request(method, parsed, content=content, headers=headers,
                               extensions=merged)
 
