@@ -136,6 +136,9 @@ class OpenAIProvider:
             # httpx2's client over our aiohttp transport (providers/aiohttp_transport.py).
             http_client=sdk_http_client(timeout),
         )
+        # The endpoint as the SDK joins it to its base URL (which ends in "/"), once: an
+        # absolute URL is taken as it is, instead of being merged again on every request.
+        self._completions_url = f"{self._client.base_url}chat/completions"
 
     @property
     def name(self) -> str:
@@ -151,7 +154,7 @@ class OpenAIProvider:
             # The turn's request id is the SDK's idempotency key (no uuid of its own).
             options: openai.RequestOptions = (
                 {"idempotency_key": request.request_id} if request.request_id else {})
-            response = await self._client.post("/chat/completions",
+            response = await self._client.post(self._completions_url,
                                                content=orjson.dumps(params), options=options,
                                                cast_to=httpx2.Response, stream=True)
             name = self.name
