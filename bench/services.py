@@ -251,18 +251,28 @@ output = 0.60
 
 
 def start_chatgate(workdir: Path, upstream: Service, redis: Service, core: int | None, *,
-                   jwt_secret: str, log_level: str = "INFO") -> Service:
+                   jwt_secret: str, log_level: str = "INFO", source: Path | None = None,
+                   name: str = "chatgate") -> Service:
+    """``chatgate serve`` as installed, or, with ``source``, the packages of that source
+    tree (a checkout of another revision) on the same interpreter and dependencies."""
     port = free_port()
     config = workdir / "bench-generated.toml"
     config.write_text(chatgate_config(upstream_port=upstream.port, redis_port=redis.port,
                                       workdir=workdir, jwt_secret=jwt_secret))
-    chatgate = ROOT / ".venv" / "bin" / "chatgate"
-    binary = str(chatgate) if chatgate.exists() else shutil.which("chatgate") or "chatgate"
-    cmd = [binary, "serve", "--config", str(config), "--port", str(port),
-           "--log-level", log_level]
-    service = start("chatgate", cmd, port=port, workdir=workdir, core=core,
+    args = ["serve", "--config", str(config), "--port", str(port), "--log-level", log_level]
+    env: dict[str, str] | None = None
+    if source is None:
+        chatgate = ROOT / ".venv" / "bin" / "chatgate"
+        cmd = [str(chatgate) if chatgate.exists() else shutil.which("chatgate") or "chatgate",
+               *args]
+    else:
+        python = ROOT / ".venv" / "bin" / "python"
+        cmd = [str(python) if python.exists() else sys.executable, "-c",
+               "import sys; from gateway.cli import main; sys.exit(main())", *args]
+        env = {"PYTHONPATH": str(source)}
+    service = start(name, cmd, port=port, workdir=workdir, core=core,
                     ready=http_ok(f"http://127.0.0.1:{port}/healthz"), timeout_s=60,
-                    cwd=workdir)
+                    cwd=workdir, env=env)
     service.info["config"] = str(config)
     return service
 
