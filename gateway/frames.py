@@ -154,11 +154,9 @@ ServerFrame = StartFrame | DeltaFrame | DoneFrame | ErrorFrame | PongFrame
 
 def encode_frame(frame: ServerFrame) -> bytes:
     """JSON bytes of a server frame (``type`` first; error extras flattened)."""
-    if type(frame) is DeltaFrame:  # the frame of every streamed piece, tested first
+    if isinstance(frame, DeltaFrame):  # the frame of every streamed piece, tested first
         return orjson.dumps({"type": "delta", "id": frame.id, "text": frame.text})
     match frame:
-        case DeltaFrame():  # a subclass, if one is ever made
-            return orjson.dumps({"type": "delta", "id": frame.id, "text": frame.text})
         case ErrorFrame():
             return orjson.dumps({"type": "error", "id": frame.id, "code": frame.code,
                                  "message": frame.message, **frame.extra})

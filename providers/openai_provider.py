@@ -162,19 +162,19 @@ class OpenAIProvider:
                 async for raw in body_chunks(response):  # straight from aiohttp
                     # Whatever arrived in this read, its text deltas joined (merge_text).
                     events: list[ProviderEvent] = []
-                    done = False
+                    done, error = False, None
                     try:
                         for message in decoder.feed(raw):
                             if message.data == "[DONE]":
                                 done = True
                                 break
                             events += map_openai_data(_json(message.data, name), name)
-                    except ProviderError:  # what came before the error still goes out
-                        for event in merge_text(events):
-                            yield event
-                        raise
+                    except ProviderError as exc:  # what came before it still goes out
+                        error = exc
                     for event in merge_text(events):
                         yield event
+                    if error is not None:
+                        raise error
                     if done:
                         return
             finally:  # done, error, aclose or cancel: the connection is closed, not drained
