@@ -14,29 +14,30 @@ every tree's ``chatgate serve`` on the gateway core, each with its own redis-ser
 that core too) and SQLite history, drives each with its own load generator at the same
 concurrency on the load core, and reads every gateway's CPU over the same window. A drift
 hits all of them alike; the figure is each tree's CPU per turn divided by the first
-tree's, per round. The gateways share the core, so each runs saturated at about its share
-of it: compare CPU per turn, not turns/s.
+tree's, per round (each gateway's CPU over its load process's life, divided by every turn
+it completed, as bench/run.py counts it). The gateways share the core, so each runs
+saturated at about its share of it: compare CPU per turn, not turns/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
-import json
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import procstat
 import services as svc
+from driver import Driver
 from load import raise_fd_limit
 from run import GATEWAY_CORE, LOAD_CORE, PROFILES
 
@@ -82,25 +83,21 @@ def checked_out(specs: list[str]) -> Iterator[list[Tree]]:
                             str(path)], capture_output=True)
 
 
-def _load(service: svc.Service, secret: str, args: argparse.Namespace) -> subprocess.Popen[str]:
+def _segment(service: svc.Service, secret: str, args: argparse.Namespace) -> dict[str, Any]:
     url = (f"ws://127.0.0.1:{service.port}/v1/ws" if args.protocol == "ws" else
            f"http://127.0.0.1:{service.port}/v1/chat/completions")
     tokens = [svc.mint_token(secret, f"u{i}") for i in range(args.concurrency)]
-    segment = {"target": {"name": service.name, "protocol": args.protocol, "url": url,
-                          "tokens": tokens},
-               "mode": "concurrency", "tag": "compare", "concurrency": args.concurrency,
-               "warmup_s": args.warmup, "duration_s": args.seconds}
-    load = subprocess.Popen(
-        svc.pinned([svc.tool_python(), str(svc.BENCH / "load.py"), "--spec", "-"], LOAD_CORE),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert load.stdin is not None
-    load.stdin.write(json.dumps({"segments": [segment]}) + "\n")
-    load.stdin.flush()
-    return load
+    return {"target": {"name": service.name, "protocol": args.protocol, "url": url,
+                       "tokens": tokens},
+            "mode": "concurrency", "tag": "compare", "concurrency": args.concurrency,
+            "warmup_s": args.warmup, "duration_s": args.seconds}
 
 
 def run_round(trees: list[Tree], workdir: Path, upstream: svc.Service,
               redis: list[svc.Service], args: argparse.Namespace, number: int) -> None:
+    """Every tree's gateway under its own load process, all at once; a gateway's CPU is
+    taken over its load process's life and divided by every turn it completed (as
+    bench/run.py does)."""
     secret = svc.new_secret()
     started: list[svc.Service] = []
     try:
@@ -110,23 +107,21 @@ def run_round(trees: list[Tree], workdir: Path, upstream: svc.Service,
             started.append(svc.start_chatgate(home, upstream, server, GATEWAY_CORE,
                                               jwt_secret=secret, source=tree.source,
                                               name=f"chatgate-{index}"))
-        loads = [_load(service, secret, args) for service in started]
-        time.sleep(args.warmup)  # every load generator past its warm-up
-        before = [procstat.cpu_seconds(s.pid) for s in started]
-        began = time.monotonic()
-        time.sleep(max(1.0, args.seconds - 0.5))
-        after = [procstat.cpu_seconds(s.pid) for s in started]
-        window = time.monotonic() - began
-        for tree, load, cpu0, cpu1 in zip(trees, loads, before, after, strict=True):
-            out, _ = load.communicate(timeout=args.seconds + 120)
-            result = json.loads(out.strip().splitlines()[-1])
-            turns_per_s = float(result.get("turns_per_s") or 0)
-            cpu_ms = 1000 * (cpu1 - cpu0) / (turns_per_s * window) if turns_per_s else 0.0
+        with concurrent.futures.ThreadPoolExecutor(len(started)) as pool:
+            runs = [pool.submit(Driver(load_core=LOAD_CORE).run,
+                                [_segment(service, secret, args)], watch=[service])
+                    for service in started]
+            measured = [run.result() for run in runs]
+        for tree, service, result in zip(trees, started, measured, strict=True):
+            [segment] = result.segments
+            turns = max(1, int(segment.get("all_turns") or 0))
+            cpu_ms = 1000 * result.cpu_s[service.name] / turns
             tree.cpu_ms.append(cpu_ms)
             tree.rows.append(
-                f"| {number} | {tree.label} | {turns_per_s:.1f} | {cpu_ms:.3f} | "
-                f"{result['ttft_ms']['50']:.1f} / {result['ttft_ms']['99']:.1f} | "
-                f"{result.get('deltas_per_turn', '—')} | {result.get('errors')} |")
+                f"| {number} | {tree.label} | {float(segment['turns_per_s']):.1f} | "
+                f"{cpu_ms:.3f} | {segment['ttft_ms']['50']:.1f} / "
+                f"{segment['ttft_ms']['99']:.1f} | {segment.get('deltas_per_turn', '—')} | "
+                f"{segment.get('errors')} |")
     finally:
         for service in reversed(started):
             service.stop()
