@@ -195,16 +195,10 @@ class ChatService:
         principal, frame = state.principal, state.frame
         brand, plan = self._brand_and_plan(principal)
         chain = self._chain(brand, frame.model)
-        rate = self._gate.check_rate
-        if frame.conversation_id is None:  # a new conversation: nothing to load
-            loaded = self._conversations.start(principal.brand, principal.user_id)
-            _, prefs = await asyncio.gather(  # one round trip for both
-                rate(principal, brand), self._preferences.get(brand.name, principal.user_id))
-        else:  # independent round trips at once
-            _, loaded, prefs = await asyncio.gather(
-                rate(principal, brand),
-                self._load_conversation(principal, frame.conversation_id),
-                self._preferences.get(brand.name, principal.user_id))
+        _, loaded, prefs = await asyncio.gather(  # independent round trips at once
+            self._gate.check_rate(principal, brand),
+            self._load_conversation(principal, frame.conversation_id),
+            self._preferences.get(brand.name, principal.user_id))
         state.conversation_id, state.new_conversation = loaded.conversation_id, loaded.is_new
         state.mark("conversation")
         requested = frame.max_tokens or self._config.limits.default_max_tokens
@@ -387,7 +381,9 @@ class ChatService:
         return chain
 
     async def _load_conversation(self, principal: Principal,
-                                 conversation_id: str) -> LoadedConversation:
+                                 conversation_id: str | None) -> LoadedConversation:
+        if conversation_id is None:
+            return self._conversations.start(principal.brand, principal.user_id)
         loaded = await self._conversations.load(principal.brand, principal.user_id,
                                                 conversation_id)
         if loaded is None:

@@ -80,6 +80,22 @@ def map_openai_data(data: dict[str, Any], provider: str = "openai") -> list[Prov
     return events
 
 
+def read_events(decoder: SSEDecoder, raw: bytes, provider: str = "openai"
+                ) -> tuple[list[ProviderEvent], bool, ProviderError | None]:
+    """The events of one network read, its text deltas joined (``merge_text``); whether
+    ``[DONE]`` came; and the in-stream error that cut the read short, if one did (the
+    events before it still count)."""
+    events: list[ProviderEvent] = []
+    try:
+        for message in decoder.feed(raw):
+            if message.data == "[DONE]":
+                return merge_text(events), True, None
+            events += map_openai_data(_json(message.data, provider), provider)
+    except ProviderError as exc:
+        return merge_text(events), False, exc
+    return merge_text(events), False, None
+
+
 def _json(text: str, provider: str) -> dict[str, Any]:
     try:
         data = orjson.loads(text)
@@ -157,21 +173,10 @@ class OpenAIProvider:
             response = await self._client.post(self._completions_url,
                                                content=orjson.dumps(params), options=options,
                                                cast_to=httpx2.Response, stream=True)
-            name = self.name
             try:
                 async for raw in body_chunks(response):  # straight from aiohttp
-                    # Whatever arrived in this read, its text deltas joined (merge_text).
-                    events: list[ProviderEvent] = []
-                    done, error = False, None
-                    try:
-                        for message in decoder.feed(raw):
-                            if message.data == "[DONE]":
-                                done = True
-                                break
-                            events += map_openai_data(_json(message.data, name), name)
-                    except ProviderError as exc:  # what came before it still goes out
-                        error = exc
-                    for event in merge_text(events):
+                    events, done, error = read_events(decoder, raw, self.name)
+                    for event in events:
                         yield event
                     if error is not None:
                         raise error

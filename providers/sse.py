@@ -24,28 +24,18 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         buffer = self._buffer + chunk if self._buffer else chunk
+        held = b""
+        if b"\r" in buffer:  # CRLF and a lone CR end lines too: made LF, then split as LF
+            if buffer.endswith(b"\r"):  # maybe the first half of a CRLF: wait for the rest
+                buffer, held = buffer[:-1], b"\r"
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buffer.split(b"\n")
+        self._buffer = lines.pop() + held  # the unfinished last line (empty after an LF)
         events: list[SSEEvent] = []
-        if b"\r" not in buffer:  # LF line ends only (what model APIs send): split at once
-            lines = buffer.split(b"\n")
-            self._buffer = lines.pop()  # the unfinished last line (empty after an LF)
-            for line in lines:
-                event = self._line(line)
-                if event is not None:
-                    events.append(event)
-            return events
-        start = 0
-        while True:
-            end = _line_end(buffer, start)
-            if end < 0:
-                break
-            following = _next_line(buffer, end)
-            if following < 0:  # a CR at the very end: wait for a possible LF
-                break
-            line, start = buffer[start:end], following
+        for line in lines:
             event = self._line(line)
             if event is not None:
                 events.append(event)
-        self._buffer = buffer[start:]
         return events
 
     def _line(self, line: bytes) -> SSEEvent | None:
@@ -71,18 +61,3 @@ class SSEDecoder:
             self._event = value.decode("utf-8", errors="replace")
         return None
 
-
-def _line_end(buffer: bytes, start: int) -> int:
-    lf, cr = buffer.find(b"\n", start), buffer.find(b"\r", start)
-    if cr < 0:
-        return lf
-    return cr if lf < 0 or cr < lf else lf
-
-
-def _next_line(buffer: bytes, end: int) -> int:
-    """Where the next line starts after the line end at ``end`` (-1: undecidable yet)."""
-    if buffer[end:end + 1] == b"\r":
-        if end + 1 == len(buffer):
-            return -1
-        return end + 2 if buffer[end + 1:end + 2] == b"\n" else end + 1
-    return end + 1
