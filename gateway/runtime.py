@@ -33,7 +33,12 @@ from memory.journal import DirectJournal, OutboxJournal
 from memory.persister import Outbox, Persister
 from memory.pipelining import AutoPipeline
 from memory.preferences import PreferenceStore
-from memory.redis_client import RedisClient, connect_redis, is_embedded
+from memory.redis_client import (
+    RedisClient,
+    connect_pipeline_client,
+    connect_redis,
+    is_embedded,
+)
 from memory.response_cache import ResponseCache
 from memory.tokens import TokenCounter
 from memory.warm import open_history
@@ -76,6 +81,7 @@ class Runtime:
 
 
 RUNTIME_KEY = web.AppKey("runtime", Runtime)
+REDIS_BATCH_TIMEOUT_S = 5.0  # one pipelined batch of Redis calls, as redis-py bounds a reply
 
 
 @asynccontextmanager
@@ -98,7 +104,11 @@ async def open_runtime(config: Config, *, clock: Callable[[], float] = time.time
         registry = build_registry(config, counter)
         stack.push_async_callback(registry.aclose)
         await registry.start()
-        pipeline = AutoPipeline(redis)  # one for the process: every turn's calls share it
+        # One for the process: every turn's calls share it. Its own client reads replies
+        # without per-reply timers; each batch is bounded as a whole instead.
+        pipeline_redis = connect_pipeline_client(settings.redis_url)
+        stack.push_async_callback(pipeline_redis.aclose)
+        pipeline = AutoPipeline(pipeline_redis, timeout_s=REDIS_BATCH_TIMEOUT_S)
         journal, persister = _journal(redis, pipeline, history, archive, embedded=is_embedded(
             settings.redis_url), claim_idle_ms=limits.outbox_claim_idle_ms)
         hot = HotMemory(redis, ttl_s=limits.hot_ttl_s, max_messages=limits.hot_messages,

@@ -48,6 +48,16 @@ def connect_redis(url: str, **options: Any) -> RedisClient:
     return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
+def connect_pipeline_client(url: str, **options: Any) -> RedisClient:
+    """The client for an :class:`~memory.pipelining.AutoPipeline`, which bounds each batch
+    as a whole (its ``timeout_s``): a real server's replies are read with no per-reply
+    timeout (``socket_timeout=None``; connecting keeps its own). Cluster and embedded
+    clients are not pipelined (each call goes straight to them): they keep every timeout."""
+    if is_embedded(url) or "+cluster://" in url:
+        return connect_redis(url, **options)
+    return connect_redis(url, socket_timeout=None, **options)
+
+
 class HiredisPacking:
     """Commands packed by hiredis (C), as redis-py's sync client packs them; its asyncio
     connections pack in Python, about 5 µs more per command. The same wire bytes; an

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from memory.pipelining import AutoPipeline
-from memory.redis_client import RedisClient, connect_redis
+from memory.redis_client import RedisClient, connect_pipeline_client, connect_redis
 from tests.redis_server import free_port
 
 
@@ -163,3 +164,53 @@ async def test_a_burst_needs_few_pipelines(redis_client: RedisClient) -> None:
     replies = await asyncio.gather(*(pipeline.command("ECHO", str(i)) for i in range(200)))
     assert replies == [str(i).encode() for i in range(200)]
     assert sent == 1
+
+
+# Keeps the server busy for ARGV[1] ms (a script cannot sleep; it can spin on TIME).
+_SPIN = """
+local start = redis.call('TIME')
+local begun = tonumber(start[1]) * 1000 + tonumber(start[2]) / 1000
+repeat
+  local now = redis.call('TIME')
+until tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000 - begun >= tonumber(ARGV[1])
+return 1
+"""
+
+
+async def test_the_pipeline_client_reads_replies_without_per_reply_timeouts(
+        redis_url: str) -> None:
+    client = connect_pipeline_client(redis_url)
+    try:
+        assert client.connection_pool.connection_kwargs["socket_timeout"] is None
+        assert await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def test_a_batch_that_outlives_its_bound_fails_its_calls_then_the_pipeline_recovers(
+        redis_url: str) -> None:
+    client = connect_pipeline_client(redis_url)
+    runner = AutoPipeline(client, timeout_s=0.2)
+    spin = runner.register(_SPIN)
+    fine = runner.register("return ARGV[1]")
+    try:
+        assert await runner.run(spin, [], [1]) == 1  # loaded, and quick enough
+        outcomes = await asyncio.gather(runner.run(spin, [], [600]),
+                                        runner.run(fine, [], ["x"]), return_exceptions=True)
+        assert all(isinstance(o, RedisTimeoutError) for o in outcomes), outcomes
+        # The interrupted connection was dropped: later replies are not the old ones.
+        await wait_for_idle_server(client)
+        assert await asyncio.gather(*(runner.run(fine, [], [i]) for i in range(20))) == [
+            str(i).encode() for i in range(20)]
+    finally:
+        await client.aclose()
+
+
+async def wait_for_idle_server(client: RedisClient) -> None:
+    """Until the spinning script has ended (the server answers BUSY until then)."""
+    while True:
+        try:
+            await client.ping()
+            return
+        except ResponseError:  # BUSY: the script still runs
+            await asyncio.sleep(0.05)
