@@ -86,6 +86,9 @@ ON CONFLICT (brand, user_id, conversation_id) DO UPDATE SET
     message_count = message_count + excluded.message_count
 """
 
+INSERT_MESSAGES = ("INSERT OR IGNORE INTO messages VALUES "
+                   "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
 META_COLUMNS = ("brand, user_id, conversation_id, title, created_at, updated_at, message_count, "
                 "expires_at, summary, summary_covers")
 CONVERSATION_KEY = "brand = ? AND user_id = ? AND conversation_id = ?"
@@ -120,28 +123,46 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-def _write_turn(conn: sqlite3.Connection, turn: TurnRecord, now: float) -> bool:
-    """One turn inside the batch transaction; False if its conversation was deleted.
+def _write_batch(conn: sqlite3.Connection, turns: Sequence[TurnRecord],
+                 now: float) -> list[TurnRecord]:
+    """A batch inside its transaction; returns the turns whose conversation was not deleted.
 
-    The audit entry is kept either way: the turn happened (and was billed).
+    Every audit entry is kept either way: the turn happened (and was billed). A turn's two
+    messages go in one statement, whose change count is how many were new (a replay adds
+    none, and leaves the meta alone).
     """
-    key = (turn.brand, turn.user_id, turn.conversation_id)
-    conn.execute("INSERT OR IGNORE INTO audit VALUES (?, ?, ?, ?, ?)",
-                 (turn.brand, turn.turn_id, turn.created_at,
-                  orjson.dumps(turn.audit()).decode(), turn.expires_at))
-    if conn.execute(f"SELECT 1 FROM tombstones WHERE {CONVERSATION_KEY} AND expires_at > ?",
-                    (*key, now)).fetchone():
-        return False
-    inserted = 0
-    for index, message in enumerate((turn.user_message, turn.assistant_message)):
-        inserted += conn.execute(
-            "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*key, turn.turn_id, index, message.role, message.content, message.created_at,
-             message.tokens, turn.expires_at)).rowcount
-    if inserted:
-        conn.execute(UPSERT_META, (*key, title_for(turn.user_message.content), turn.created_at,
-                                   turn.created_at, inserted, turn.expires_at))
-    return True
+    conn.executemany("INSERT OR IGNORE INTO audit VALUES (?, ?, ?, ?, ?)", [
+        (t.brand, t.turn_id, t.created_at, orjson.dumps(t.audit()).decode(), t.expires_at)
+        for t in turns])
+    deleted = _deleted_conversations(conn, turns, now)
+    accepted = []
+    for turn in turns:
+        key = (turn.brand, turn.user_id, turn.conversation_id)
+        if key in deleted:
+            continue
+        accepted.append(turn)
+        asked, answered = turn.user_message, turn.assistant_message
+        inserted = conn.execute(INSERT_MESSAGES, (
+            *key, turn.turn_id, 0, asked.role, asked.content, asked.created_at, asked.tokens,
+            turn.expires_at,
+            *key, turn.turn_id, 1, answered.role, answered.content, answered.created_at,
+            answered.tokens, turn.expires_at)).rowcount
+        if inserted:
+            conn.execute(UPSERT_META, (*key, title_for(asked.content), turn.created_at,
+                                       turn.created_at, inserted, turn.expires_at))
+    return accepted
+
+
+def _deleted_conversations(conn: sqlite3.Connection, turns: Sequence[TurnRecord],
+                           now: float) -> set[tuple[str, str, str]]:
+    """The batch's conversations with a live tombstone (none asked for while the table is
+    empty, as it is unless conversations were deleted lately)."""
+    if conn.execute("SELECT 1 FROM tombstones LIMIT 1").fetchone() is None:
+        return set()
+    keys = {(t.brand, t.user_id, t.conversation_id) for t in turns}
+    return {key for key in keys if conn.execute(
+        f"SELECT 1 FROM tombstones WHERE {CONVERSATION_KEY} AND expires_at > ?",
+        (*key, now)).fetchone()}
 
 
 class SqliteHistory:
@@ -212,7 +233,7 @@ class SqliteHistory:
 
         def write(conn: sqlite3.Connection) -> list[TurnRecord]:
             with _transaction(conn):
-                return [t for t in ordered if _write_turn(conn, t, now)]
+                return _write_batch(conn, ordered, now)
 
         return await self._run(write)
 
