@@ -5,11 +5,19 @@ aiohttp is the faster HTTP/1.1 client on our event loop. The SDKs ship such a tr
 (``DefaultAioHttpClient``); ours differs where a gateway's hot path cares:
 
 * **The streamed body is reachable without httpx2's per-chunk layers.** Every response
-  carries the aiohttp ``StreamReader`` in its ``extensions`` (httpx2's documented place for
+  carries the aiohttp response in its ``extensions`` (httpx2's documented place for
   transport-specific data, as httpcore's ``network_stream``). :func:`body_chunks` reads it
   directly: each chunk resumes one generator instead of five (the transport's, httpx2's
   bound stream, ``aiter_raw``, ``aiter_bytes`` and aiohttp's chunk iterator), about 8 µs
   of CPU per streamed delta on the benchmark machine (``bench/README.md``).
+* **One timer per streamed body, not one per read.** The read timeout bounds each wait
+  for the next bytes. aiohttp enforces it by cancelling and re-arming a loop timer on every
+  network read: about 3 % of a turn's CPU (20 deltas), measured side by side. A body read
+  through :func:`body_chunks` turns that timer off and is watched by a
+  :class:`StallWatchdog` instead: one timer per body, which fails the body when a whole
+  period passes with no new bytes and nothing left unread. A stall ends the body between
+  one and two read timeouts after its last bytes: a backstop's precision (the router's
+  clocks are the exact ones). The request and its response headers keep aiohttp's timer.
 * **aiohttp decodes the body** (gzip, deflate, and whatever else its installed codecs
   support, advertised by its own ``Accept-Encoding``) and the response reaches httpx2
   without ``Content-Encoding``: the bytes are the same whichever way they are read.
@@ -27,6 +35,7 @@ was read to the end, so a stream abandoned midway closes its connection.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -37,7 +46,7 @@ import aiohttp
 import httpx2
 
 BODY_EXTENSION = "chatgate.aiohttp_body"
-"""``response.extensions`` key of the aiohttp ``StreamReader`` behind a response."""
+"""``response.extensions`` key of the aiohttp ``ClientResponse`` behind a response."""
 
 MAX_REMEMBERED_URLS = 256  # parsed endpoint URLs an SDK client keeps
 _DROPPED_REQUEST_HEADERS = frozenset({b"accept-encoding", b"content-length", b"host",
@@ -68,18 +77,86 @@ def map_aiohttp_errors() -> Iterator[None]:
 
 
 class _Body(httpx2.AsyncByteStream):
-    """The httpx2 view of an aiohttp body (used when a caller reads through httpx2)."""
+    """The httpx2 view of an aiohttp body (iterated when a caller reads through httpx2),
+    and its straight reads (:meth:`chunks`, for :func:`body_chunks`)."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, read_timeout_s: float | None) -> None:
         self._response = response
+        self._read_timeout_s = read_timeout_s
+        self._watchdog: StallWatchdog | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with map_aiohttp_errors():
             async for chunk in self._response.content.iter_any():
                 yield chunk
 
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, under a :class:`StallWatchdog` instead of aiohttp's
+        per-read timer (none when there is no read timeout or nothing left to wait for)."""
+        connection = self._response.connection
+        if self._read_timeout_s is None or connection is None or connection.protocol is None:
+            return self._response.content.iter_any()
+        connection.protocol.read_timeout = None  # the next request on it sets its own
+        self._watchdog = StallWatchdog(self._response.content, self._read_timeout_s)
+        return self._watchdog
+
     async def aclose(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.close()
         self._response.release()
+
+
+class StallWatchdog:
+    """Iterates an aiohttp body, failing it with aiohttp's read timeout error when the
+    upstream stalls: a check every ``timeout_s`` that finds no new bytes since the last
+    check, with every byte received already handed out (a reader slower than the upstream
+    is never failed: it has bytes left to read). One timer per body; per read, a count."""
+
+    __slots__ = ("_content", "_handle", "_loop", "_read", "_seen", "_timeout_s")
+
+    def __init__(self, content: aiohttp.StreamReader, timeout_s: float) -> None:
+        self._content = content
+        self._timeout_s = timeout_s
+        self._loop = asyncio.get_running_loop()
+        self._read = 0  # bytes handed out
+        self._seen = content.total_bytes  # bytes received at the last check
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(timeout_s,
+                                                                          self._check)
+
+    def __aiter__(self) -> StallWatchdog:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._content.readany()
+        if not chunk:
+            self.close()
+            raise StopAsyncIteration
+        self._read += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        """Stop checking (the body ended, or its response was closed). Idempotent."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    @property
+    def armed(self) -> bool:
+        """Its timer is set (it stops at the body's end, its failure, or :meth:`close`)."""
+        return self._handle is not None
+
+    def _check(self) -> None:
+        self._handle = None
+        content = self._content
+        if content.at_eof() or content.exception() is not None:
+            return  # nothing more will arrive
+        received = content.total_bytes
+        if received == self._seen and self._read >= received:
+            content.set_exception(aiohttp.ServerTimeoutError(
+                f"no data from the upstream for {self._timeout_s} s"))
+            return
+        self._seen = received
+        self._handle = self._loop.call_later(self._timeout_s, self._check)
 
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):
@@ -132,21 +209,22 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             data: Any = request.content or None
         except httpx2.RequestNotRead:  # a streamed upload: aiohttp sends it chunked
             data = request.stream
+        timeout = self._timeout(request.extensions.get("timeout", {}))
         with map_aiohttp_errors():
             response = await session.request(
                 request.method, str(request.url), headers=headers, data=data,
                 allow_redirects=False, compress=None, proxy=self._proxy(request.url),
-                timeout=self._timeout(request.extensions.get("timeout", {})),
+                timeout=timeout,
                 server_hostname=request.extensions.get("sni_hostname"))
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1",
-                                      BODY_EXTENSION: response.content}
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", BODY_EXTENSION: response}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode()
         return httpx2.Response(
             status_code=response.status,
             headers=[(k, v) for k, v in response.raw_headers
                      if k.lower() not in _DROPPED_RESPONSE_HEADERS],
-            stream=_Body(response), request=request, extensions=extensions)
+            stream=_Body(response, timeout.sock_read), request=request,
+            extensions=extensions)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -241,8 +319,8 @@ def sdk_http_client(timeout: httpx2.Timeout, **transport: Any) -> httpx2.AsyncCl
 def body_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
     """The response body as it arrives: straight from aiohttp when our transport sent it
     (errors are aiohttp's then; :func:`providers.transport.map_transport_errors` maps
-    both kinds), else through httpx2."""
-    body = response.extensions.get(BODY_EXTENSION)
-    if isinstance(body, aiohttp.StreamReader):
-        return body.iter_any()
+    both kinds), else through httpx2. Close the response when done (``aclose``): that
+    stops the body's watchdog and releases the connection."""
+    if isinstance(response.stream, _Body):
+        return response.stream.chunks()
     return response.aiter_bytes()

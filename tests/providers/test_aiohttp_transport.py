@@ -15,7 +15,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from providers.aiohttp_transport import BODY_EXTENSION, body_chunks, sdk_http_client
+from providers.aiohttp_transport import (
+    BODY_EXTENSION,
+    StallWatchdog,
+    body_chunks,
+    sdk_http_client,
+)
 from providers.errors import ProviderConnectionError, ProviderTimeout
 from providers.transport import map_transport_errors
 from tests.fakes.upstream import FakeUpstream, ok, sse
@@ -173,6 +178,86 @@ async def test_stalled_body_read_straight_times_out_as_a_provider_timeout(serve:
                 pass
         await response.aclose()
     release.set()
+
+
+async def test_a_steady_body_outlasts_the_read_timeout_and_a_stall_after_it_times_out(
+        serve: Serve) -> None:
+    """Each wait is bounded, not the body: 20 chunks 50 ms apart (a second in all) pass a
+    0.5 s read timeout; the stall after them fails. aiohttp's own per-read timer is off for
+    a body read straight, so only the body's watchdog can end that stall."""
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for index in range(20):
+            await response.write(b"data: %d\n\n" % index)
+            await asyncio.sleep(0.05)
+        await release.wait()  # then nothing more
+        return response
+
+    server = await serve(handler)
+    received: list[bytes] = []
+    async with sdk_http_client(httpx2.Timeout(0.5, connect=2.0)) as client:
+        response = await _post(client, server.url)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(ProviderTimeout), map_transport_errors("openai"):
+            async for chunk in body_chunks(response):
+                received.append(chunk)
+        waited = loop.time() - started
+        await response.aclose()
+    release.set()
+    assert b"".join(received) == b"".join(b"data: %d\n\n" % i for i in range(20))
+    assert waited >= 1.0 + 0.5 - 0.1  # the whole steady part, then one full timeout
+
+
+async def test_a_reader_slower_than_the_upstream_is_not_timed_out(serve: Serve) -> None:
+    """Bytes received but not yet read are progress the reader owes, not a stall: a reader
+    that pauses for several read timeouts still gets everything, and only the upstream's
+    own silence afterwards ends the body."""
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"data: 0\n\n")
+        await asyncio.sleep(0.1)  # the rest arrives while the reader is away
+        for index in range(1, 5):
+            await response.write(b"data: %d\n\n" % index)
+        await release.wait()  # then nothing more
+        return response
+
+    server = await serve(handler)
+    received: list[bytes] = []
+    async with sdk_http_client(httpx2.Timeout(0.2, connect=2.0)) as client:
+        response = await _post(client, server.url)
+        chunks = body_chunks(response)
+        with pytest.raises(ProviderTimeout), map_transport_errors("openai"):
+            async for chunk in chunks:
+                received.append(chunk)
+                if len(received) == 1:
+                    await asyncio.sleep(0.8)  # a slow reader: four read timeouts
+        await response.aclose()
+    release.set()
+    assert b"".join(received) == b"".join(b"data: %d\n\n" % i for i in range(5))
+    assert isinstance(chunks, StallWatchdog) and not chunks.armed
+
+
+async def test_a_closed_or_finished_body_leaves_no_timer(serve: Serve) -> None:
+    server = await serve(_stream_events)
+    async with sdk_http_client(TIMEOUT) as client:
+        finished = await _post(client, server.url)
+        read_to_the_end = body_chunks(finished)
+        assert b"".join([chunk async for chunk in read_to_the_end]) == EVENTS
+        abandoned = await _post(client, server.url)
+        left_midway = body_chunks(abandoned)
+        await anext(left_midway)
+        assert isinstance(left_midway, StallWatchdog) and left_midway.armed
+        await abandoned.aclose()
+        await finished.aclose()
+    assert isinstance(read_to_the_end, StallWatchdog) and not read_to_the_end.armed
+    assert not left_midway.armed
 
 
 async def test_body_cut_mid_stream_is_a_provider_connection_error(serve: Serve) -> None:
