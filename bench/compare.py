@@ -127,23 +127,19 @@ def run_round(trees: list[Tree], workdir: Path, upstream: svc.Service,
             service.stop()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("trees", nargs="+", metavar="[label=]tree",
-                        help="a source directory or a git revision (the first is the base)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The load and round options (shared with bench/ablate.py)."""
     parser.add_argument("--protocol", choices=("ws", "http"), default="ws")
     parser.add_argument("--concurrency", type=int, default=100, help="streams per tree")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="chat20")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured per round")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    if len(args.trees) < 2:
-        parser.error("give at least two trees")
-    raise_fd_limit()
-    command = shlex.join([".venv/bin/python", "bench/compare.py", *sys.argv[1:]])
-    with checked_out(args.trees) as trees, \
-            tempfile.TemporaryDirectory(prefix="chatgate-compare-") as tmp:
+
+
+def measure(trees: list[Tree], args: argparse.Namespace) -> None:
+    """Every round of every tree (each tree's ``cpu_ms`` and ``rows`` filled in)."""
+    with tempfile.TemporaryDirectory(prefix="chatgate-compare-") as tmp:
         workdir = Path(tmp)
         upstream = svc.start_upstream(workdir, LOAD_CORE)
         redis: list[svc.Service] = []
@@ -160,7 +156,15 @@ def main() -> int:
         finally:
             for service in [*redis, upstream]:
                 service.stop()
-    base = trees[0]
+
+
+def ratios(tree: Tree, base: Tree) -> list[float]:
+    """``tree``'s CPU per turn over ``base``'s, per round."""
+    return [mine / theirs for mine, theirs in zip(tree.cpu_ms, base.cpu_ms, strict=True)
+            if theirs]
+
+
+def print_rounds(trees: list[Tree], args: argparse.Namespace) -> None:
     print(f"\n## chatgate trees side by side ({args.protocol}, {args.concurrency} streams "
           f"each, {args.profile} upstream {PROFILES[args.profile]}, all on core "
           f"{GATEWAY_CORE} at once)\n")
@@ -170,14 +174,28 @@ def main() -> int:
     for number in range(args.rounds):
         for tree in trees:
             print(tree.rows[number])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("trees", nargs="+", metavar="[label=]tree",
+                        help="a source directory or a git revision (the first is the base)")
+    add_arguments(parser)
+    args = parser.parse_args()
+    if len(args.trees) < 2:
+        parser.error("give at least two trees")
+    raise_fd_limit()
+    command = shlex.join([".venv/bin/python", "bench/compare.py", *sys.argv[1:]])
+    with checked_out(args.trees) as trees:
+        measure(trees, args)
+    base = trees[0]
+    print_rounds(trees, args)
     print(f"\n| tree | median CPU ms/turn | vs {base.label}, per round | median |")
     print("|---|---|---|---|")
     for tree in trees:
-        ratios = [mine / theirs for mine, theirs in zip(tree.cpu_ms, base.cpu_ms, strict=True)
-                  if theirs]
+        mine = ratios(tree, base)
         print(f"| {tree.label} | {statistics.median(tree.cpu_ms):.3f} | "
-              f"{', '.join(f'{r:.3f}' for r in ratios)} | "
-              f"{statistics.median(ratios):.3f}× |")
+              f"{', '.join(f'{r:.3f}' for r in mine)} | {statistics.median(mine):.3f}× |")
     print(f"\nEach tree's gateway CPU per turn over the same window; below 1× is less CPU "
           f"than {base.label}.\nRerun: {command}")
     return 0
