@@ -6,10 +6,12 @@
 Each part is a small source patch applied to a temporary copy of this tree's packages:
 the OpenAI SDK's request path, the response cache, the budget gate, write-behind
 persistence, its SQLite writes, hot memory, the turn's log line, its metrics, token
-counting. All copies and the unchanged tree run at once on the gateway core, each with its
-own redis-server and load (bench/compare.py's rounds), so a drift of the machine hits them
-alike. A part's share of a turn's CPU is 1 − (the copy's CPU per turn ÷ the unchanged
-tree's), per round.
+counting. The copies run in groups (three by default), each group at once with an
+unchanged chatgate on the gateway core, each gateway with its own redis-server and load
+(bench/compare.py's rounds), so a drift of the machine hits them alike. A part's share of
+a turn's CPU is 1 − (the copy's CPU per turn ÷ the unchanged chatgate's), per round.
+Small groups keep the core's caches about as a lone gateway has them: with all nine
+copies at once, rarely run code (the log line, token counting) measured twice its share.
 
 The copies are not products: they skip work on purpose (no budget, nothing persisted...),
 and are deleted after the run. A patch whose anchor text is no longer in the source is
@@ -96,11 +98,9 @@ PARTS = [
     )),
     Part("sqlite", "the persister's SQL statements (its transaction and thread hop stay)", (
         ("memory/warm/sqlite.py",
-         """    key = (turn.brand, turn.user_id, turn.conversation_id)
-    conn.execute("INSERT OR IGNORE INTO audit""",
-         """    return True
-    key = (turn.brand, turn.user_id, turn.conversation_id)
-    conn.execute("INSERT OR IGNORE INTO audit"""),
+         """    conn.executemany("INSERT OR IGNORE INTO audit VALUES (?, ?, ?, ?, ?)", [""",
+         """    return list(turns)
+    conn.executemany("INSERT OR IGNORE INTO audit VALUES (?, ?, ?, ?, ?)", ["""),
     )),
     Part("hot", "the hot-memory write of a finished turn", (
         ("memory/conversations.py",
@@ -157,6 +157,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", default=",".join(p.name for p in PARTS),
                         help=f"comma-separated, of: {', '.join(p.name for p in PARTS)}")
+    parser.add_argument("--group", type=int, default=3,
+                        help="copies measured beside one unchanged chatgate at a time")
     add_arguments(parser)
     parser.set_defaults(concurrency=60)
     args = parser.parse_args()
@@ -166,30 +168,38 @@ def main() -> int:
         parser.error(f"unknown parts: {', '.join(sorted(unknown)) or '(none given)'}")
     raise_fd_limit()
     command = shlex.join([".venv/bin/python", "bench/ablate.py", *sys.argv[1:]])
+    groups: list[tuple[Tree, list[Tree]]] = []
+    stale: list[str] = []
     with tempfile.TemporaryDirectory(prefix="chatgate-ablate-") as tmp:
-        base = Tree("chatgate", svc.ROOT)
-        trees, stale = [base], []
+        copies = []
         for part in chosen:
             source = copy_with(part, Path(tmp))
             if source is None:
                 stale.append(part.name)
             else:
-                trees.append(Tree(part.name, source))
-        if len(trees) < 2:
+                copies.append(Tree(part.name, source))
+        if not copies:
             raise SystemExit(f"every chosen part is stale: {', '.join(stale)}")
-        measure(trees, args)
-    print_rounds(trees, args)
+        for at in range(0, len(copies), max(1, args.group)):
+            base, group = Tree("chatgate", svc.ROOT), copies[at:at + max(1, args.group)]
+            print(f"== {', '.join(t.label for t in group)} beside chatgate", flush=True)
+            measure([base, *group], args)
+            print_rounds([base, *group], args)
+            groups.append((base, group))
     print("\n## Where a turn's CPU goes\n")
-    print(f"chatgate as it is: {statistics.median(base.cpu_ms):.3f} ms CPU per turn (median "
-          f"of {args.rounds} rounds, sharing the core with {len(trees) - 1} copies).\n")
-    print("| part switched off | CPU per turn vs chatgate, per round | share of a turn |")
-    print("|---|---|---|")
+    print(f"Each group of copies ran beside an unchanged chatgate ({args.protocol}, "
+          f"{args.concurrency} streams each, {args.rounds} rounds).\n")
+    print("| part switched off | chatgate's CPU ms/turn there | copy vs chatgate, per round "
+          "| share of a turn |")
+    print("|---|---|---|---|")
     parts = {p.name: p for p in PARTS}
-    for tree in trees[1:]:
-        mine = ratios(tree, base)
-        print(f"| {tree.label}: {parts[tree.label].what} | "
-              f"{', '.join(f'{r:.3f}' for r in mine)} | "
-              f"{(1 - statistics.median(mine)) * 100:.1f} % |")
+    for base, group in groups:
+        for tree in group:
+            mine = ratios(tree, base)
+            print(f"| {tree.label}: {parts[tree.label].what} | "
+                  f"{statistics.median(base.cpu_ms):.3f} | "
+                  f"{', '.join(f'{r:.3f}' for r in mine)} | "
+                  f"{(1 - statistics.median(mine)) * 100:.1f} % |")
     if stale:
         print(f"\nStale (anchor text not found, left out): {', '.join(stale)}")
     print(f"\nShare = 1 − the median ratio. The copies skip work on purpose; they are "
