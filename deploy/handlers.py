@@ -38,7 +38,10 @@ Work = Callable[["LambdaGateway"], Awaitable[Response]]
 class LambdaProcess:
     """What the invocations of one execution environment share: a loop and a gateway."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tune_gc: bool = True) -> None:
+        """``tune_gc``: tune the process's garbage collector for serving once the gateway
+        is open (:mod:`gateway.gc_policy`); tests that share their process say no."""
+        self._tune_gc = tune_gc
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._gateway: LambdaGateway | None = None
@@ -79,6 +82,10 @@ class LambdaProcess:
         gateway = await stack.enter_async_context(open_lambda_gateway(
             load_config(), LambdaSettings.from_env(os.environ), run_persister=False))
         self._stack = stack
+        if self._tune_gc:
+            from gateway.gc_policy import tune_for_serving
+
+            tune_for_serving()  # the environment's lasting heap is built: freeze it
         return gateway
 
     def close(self) -> None:

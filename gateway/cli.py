@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway.auth import build_verifier, dev_secret, issue_token
 from gateway.config import Config, ConfigError, load_config
+from gateway.gc_policy import tune_for_serving
 from gateway.observability import configure_logging
 
 
@@ -84,9 +85,14 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         from gateway.app import create_app
 
         app = create_app(config)
+    app.on_startup.append(_tune_gc)  # after the runtime has opened (cleanup_ctx runs first)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None,
                 loop=_new_event_loop())
     return 0
+
+
+async def _tune_gc(app: web.Application) -> None:
+    tune_for_serving()
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:

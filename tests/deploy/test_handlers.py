@@ -18,7 +18,7 @@ from tests.gateway_harness import TEST_SECRET, token
 @pytest.fixture
 def process(monkeypatch: pytest.MonkeyPatch) -> Iterator[handlers.LambdaProcess]:
     """A fresh execution environment in place of the module's, closed afterwards."""
-    fresh = handlers.LambdaProcess()
+    fresh = handlers.LambdaProcess(tune_gc=False)  # the test process keeps its collector
     monkeypatch.setattr(handlers, "process", fresh)
     yield fresh
     fresh.close()
