@@ -5,11 +5,12 @@
 
 Each part is a small source patch applied to a temporary copy of this tree's packages:
 the OpenAI SDK's request path, the response cache, the budget gate, write-behind
-persistence, its SQLite writes, hot memory, the turn's log line, its metrics, token
-counting. The copies run in groups (three by default), each group at once with an
-unchanged chatgate on the gateway core, each gateway with its own redis-server and load
-(bench/compare.py's rounds), so a drift of the machine hits them alike. A part's share of
-a turn's CPU is 1 − (the copy's CPU per turn ÷ the unchanged chatgate's), per round.
+persistence, its SQLite writes, hot memory, the turn's log line, its metrics, the garbage
+collector (as tuned), token counting. The copies run in groups (three by default), each
+group at once with an unchanged chatgate on the gateway core, each gateway with its own
+redis-server and load (bench/compare.py's rounds), so a drift of the machine hits them
+alike. A part's share of a turn's CPU is 1 − (the copy's CPU per turn ÷ the unchanged
+chatgate's), per round.
 Small groups keep the core's caches about as a lone gateway has them: with all nine
 copies at once, rarely run code (the log line, token counting) measured twice its share.
 
@@ -130,6 +131,10 @@ class Metrics:'''),
          "_Nothing()  # type: ignore[assignment]\n"
          "        self.first_token = self.turn_seconds = _Nothing()  # type: ignore[assignment]\n"
          "        self.connections = Counter("),
+    )),
+    Part("gc", "the cyclic garbage collector, as tuned for serving (disabled instead)", (
+        ("gateway/gc_policy.py", "    gc.set_threshold(YOUNG_THRESHOLD, middle, oldest)",
+         "    gc.disable()"),
     )),
     Part("tokens", "token counting (tiktoken) replaced by a length estimate", (
         ("memory/tokens.py", "        return len(self._enc.encode_ordinary(text))",
