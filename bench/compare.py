@@ -36,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import procstat
 import services as svc
 from driver import Driver
 from load import raise_fd_limit
@@ -117,11 +118,12 @@ def run_round(trees: list[Tree], workdir: Path, upstream: svc.Service,
             turns = max(1, int(segment.get("all_turns") or 0))
             cpu_ms = 1000 * result.cpu_s[service.name] / turns
             tree.cpu_ms.append(cpu_ms)
+            peak_mib = procstat.peak_rss_bytes(service.pid) / 2**20
             tree.rows.append(
                 f"| {number} | {tree.label} | {float(segment['turns_per_s']):.1f} | "
                 f"{cpu_ms:.3f} | {segment['ttft_ms']['50']:.1f} / "
                 f"{segment['ttft_ms']['99']:.1f} | {segment.get('deltas_per_turn', '—')} | "
-                f"{segment.get('errors')} |")
+                f"{peak_mib:.1f} | {segment.get('errors')} |")
     finally:
         for service in reversed(started):
             service.stop()
@@ -169,8 +171,8 @@ def print_rounds(trees: list[Tree], args: argparse.Namespace) -> None:
           f"each, {args.profile} upstream {PROFILES[args.profile]}, all on core "
           f"{GATEWAY_CORE} at once)\n")
     print("| round | tree | turns/s | gateway CPU ms/turn | TTFT p50 / p99 ms | "
-          "deltas/turn | errors |")
-    print("|---|---|---|---|---|---|---|")
+          "deltas/turn | peak RSS MiB | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     for number in range(args.rounds):
         for tree in trees:
             print(tree.rows[number])
