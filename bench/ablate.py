@@ -11,7 +11,7 @@ group at once with an unchanged chatgate on the gateway core, each gateway with 
 redis-server and load (bench/compare.py's rounds), so a drift of the machine hits them
 alike. A part's share of a turn's CPU is 1 − (the copy's CPU per turn ÷ the unchanged
 chatgate's), per round.
-Small groups keep the core's caches about as a lone gateway has them: with all nine
+Small groups keep the core's caches about as a lone gateway has them: with all the
 copies at once, rarely run code (the log line, token counting) measured twice its share.
 
 The copies are not products: they skip work on purpose (no budget, nothing persisted...),

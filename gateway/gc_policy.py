@@ -12,9 +12,12 @@ So a serving process, once it has built what it keeps for its lifetime, freezes 
 them) and collects its youngest generation every :data:`YOUNG_THRESHOLD` net allocations
 instead of 700. Cyclic garbage is still collected, a little later: at most that many
 objects wait for it. Measured side by side (``bench/compare.py``, 100 WebSocket streams
-per gateway, 3 rounds), the default collector cost about 12 % of a turn's CPU; freezing
-took back half of that, the threshold most of the rest (about 0.86× the CPU per turn of
-the default; with no cyclic collection at all, 0.85×).
+per gateway, 3 rounds), the default collector cost about 12 % of a turn's CPU (a copy with
+it disabled: 0.88×); freezing took back about half of that, the threshold most of the rest
+(0.89 to 0.92× the CPU per turn of the default, over two runs).
+
+On Lambda this runs in the first invocation of an execution environment (the gateway
+opens lazily): its full collection adds to that invocation once, not to later ones.
 """
 
 from __future__ import annotations

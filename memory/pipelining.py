@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,16 +146,8 @@ class AutoPipeline:
                 else:
                     for command in call.commands:
                         pipe.execute_command(*command)
-            if self._timeout_s is None:
-                replies = await pipe.execute(raise_on_error=False)
-            else:
-                try:
-                    async with asyncio.timeout(self._timeout_s):
-                        replies = await pipe.execute(raise_on_error=False)
-                except TimeoutError:
-                    raise RedisTimeoutError(
-                        f"Redis did not answer {len(batch)} pipelined calls within "
-                        f"{self._timeout_s} s") from None
+            replies = await self._bounded(pipe.execute(raise_on_error=False),
+                                          f"{len(batch)} pipelined calls")
         except asyncio.CancelledError:
             for call in batch:
                 call.reply.cancel()
@@ -183,7 +175,7 @@ class AutoPipeline:
         scripts = {c.script.sha: c.script for c in calls if c.script is not None}
         try:
             for script in scripts.values():
-                await self.redis.script_load(script.script)
+                await self._bounded(self.redis.script_load(script.script), "a script load")
         except Exception as exc:  # handed to the callers, who await these replies
             for call in calls:
                 _resolve(call.reply, exc)
@@ -191,10 +183,22 @@ class AutoPipeline:
         for call in calls:
             assert call.script is not None
             try:
-                _resolve(call.reply, await self.redis.evalsha(
-                    call.script.sha, len(call.keys), *call.keys, *call.args))
+                _resolve(call.reply, await self._bounded(self.redis.evalsha(
+                    call.script.sha, len(call.keys), *call.keys, *call.args), "a script"))
             except Exception as exc:  # handed to its caller
                 _resolve(call.reply, exc)
+
+    async def _bounded(self, awaitable: Awaitable[Any], what: str) -> Any:
+        """``awaitable`` within ``timeout_s`` (if set), else redis-py's ``TimeoutError``:
+        every read the flusher makes is bounded, or one silent server stalls every call."""
+        if self._timeout_s is None:
+            return await awaitable
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await awaitable
+        except TimeoutError:
+            raise RedisTimeoutError(
+                f"Redis did not answer {what} within {self._timeout_s} s") from None
 
 
 def _resolve(reply: asyncio.Future[Any], outcome: Any) -> None:

@@ -22,6 +22,13 @@ def is_embedded(url: str) -> bool:
     return url.startswith("memory://")
 
 
+_CLUSTER_SCHEMES = (("redis+cluster://", "redis://"), ("rediss+cluster://", "rediss://"))
+
+
+def is_cluster(url: str) -> bool:
+    return url.startswith(tuple(scheme for scheme, _ in _CLUSTER_SCHEMES))
+
+
 def connect_redis(url: str, **options: Any) -> RedisClient:
     """A client for ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
     ``rediss+cluster://`` or ``memory://``.
@@ -36,7 +43,7 @@ def connect_redis(url: str, **options: Any) -> RedisClient:
         name = url.removeprefix("memory://") or "chatgate"
         client: RedisClient = fakeredis.FakeAsyncRedis(host=f"embedded-{name}", **options)
         return client
-    for scheme, plain in (("redis+cluster://", "redis://"), ("rediss+cluster://", "rediss://")):
+    for scheme, plain in _CLUSTER_SCHEMES:
         if url.startswith(scheme):  # rediss+cluster: TLS, as ElastiCache Serverless requires
             cluster = RedisCluster.from_url(plain + url.removeprefix(scheme), **options)
             return cluster  # type: ignore[return-value]
@@ -53,9 +60,12 @@ def connect_pipeline_client(url: str, **options: Any) -> RedisClient:
     as a whole (its ``timeout_s``): a real server's replies are read with no per-reply
     timeout (``socket_timeout=None``; connecting keeps its own). Cluster and embedded
     clients are not pipelined (each call goes straight to them): they keep every timeout."""
-    if is_embedded(url) or "+cluster://" in url:
+    if is_embedded(url) or is_cluster(url):
         return connect_redis(url, **options)
-    return connect_redis(url, socket_timeout=None, **options)
+    client = connect_redis(url, **options)
+    # After parsing: redis-py lets a URL's own ``?socket_timeout=`` override keywords.
+    client.connection_pool.connection_kwargs["socket_timeout"] = None
+    return client
 
 
 class HiredisPacking:

@@ -17,7 +17,9 @@ aiohttp is the faster HTTP/1.1 client on our event loop. The SDKs ship such a tr
   :class:`StallWatchdog` instead: one timer per body, which fails the body when a whole
   period passes with no new bytes and nothing left unread. A stall ends the body between
   one and two read timeouts after its last bytes: a backstop's precision (the router's
-  clocks are the exact ones). The request and its response headers keep aiohttp's timer.
+  clocks are the exact ones). The request and its response headers keep aiohttp's timer,
+  and so does the wait for the first network read after them (the timer armed by the
+  headers' read is not cancelled; the next read cancels it and arms none).
 * **aiohttp decodes the body** (gzip, deflate, and whatever else its installed codecs
   support, advertised by its own ``Accept-Encoding``) and the response reaches httpx2
   without ``Content-Encoding``: the bytes are the same whichever way they are read.
@@ -46,7 +48,9 @@ import aiohttp
 import httpx2
 
 BODY_EXTENSION = "chatgate.aiohttp_body"
-"""``response.extensions`` key of the aiohttp ``ClientResponse`` behind a response."""
+"""``response.extensions`` key of the body a response was sent with (:func:`body_chunks`
+finds it there whichever way httpx2 wrapped the response's stream)."""
+MAX_UNREAD_CHECKS = 10  # a reader idle this many read timeouts is taken for gone
 
 MAX_REMEMBERED_URLS = 256  # parsed endpoint URLs an SDK client keeps
 _DROPPED_REQUEST_HEADERS = frozenset({b"accept-encoding", b"content-length", b"host",
@@ -110,9 +114,14 @@ class StallWatchdog:
     """Iterates an aiohttp body, failing it with aiohttp's read timeout error when the
     upstream stalls: a check every ``timeout_s`` that finds no new bytes since the last
     check, with every byte received already handed out (a reader slower than the upstream
-    is never failed: it has bytes left to read). One timer per body; per read, a count."""
+    is never failed: it has bytes left to read). One timer per body; per read, a count.
 
-    __slots__ = ("_content", "_handle", "_loop", "_read", "_seen", "_timeout_s")
+    A reader that has left bytes unread for :data:`MAX_UNREAD_CHECKS` checks in a row is
+    taken for gone (a response never closed): the watchdog stops, rather than re-arm for
+    as long as the abandoned body lives."""
+
+    __slots__ = ("_content", "_handle", "_idle_checks", "_loop", "_read", "_read_at_check",
+                 "_seen", "_timeout_s")
 
     def __init__(self, content: aiohttp.StreamReader, timeout_s: float) -> None:
         self._content = content
@@ -120,6 +129,8 @@ class StallWatchdog:
         self._loop = asyncio.get_running_loop()
         self._read = 0  # bytes handed out
         self._seen = content.total_bytes  # bytes received at the last check
+        self._read_at_check = 0  # bytes handed out at the last check
+        self._idle_checks = 0  # checks in a row that found bytes unread and none taken
         self._handle: asyncio.TimerHandle | None = self._loop.call_later(timeout_s,
                                                                           self._check)
 
@@ -150,12 +161,18 @@ class StallWatchdog:
         content = self._content
         if content.at_eof() or content.exception() is not None:
             return  # nothing more will arrive
-        received = content.total_bytes
-        if received == self._seen and self._read >= received:
+        received, read = content.total_bytes, self._read
+        if received == self._seen and read >= received:
             content.set_exception(aiohttp.ServerTimeoutError(
                 f"no data from the upstream for {self._timeout_s} s"))
             return
-        self._seen = received
+        if read < received and read == self._read_at_check:
+            self._idle_checks += 1
+            if self._idle_checks >= MAX_UNREAD_CHECKS:
+                return  # the reader is gone (or as good as): stop watching for it
+        else:
+            self._idle_checks = 0
+        self._seen, self._read_at_check = received, read
         self._handle = self._loop.call_later(self._timeout_s, self._check)
 
 
@@ -216,15 +233,15 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 allow_redirects=False, compress=None, proxy=self._proxy(request.url),
                 timeout=timeout,
                 server_hostname=request.extensions.get("sni_hostname"))
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", BODY_EXTENSION: response}
+        body = _Body(response, timeout.sock_read)
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", BODY_EXTENSION: body}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode()
         return httpx2.Response(
             status_code=response.status,
             headers=[(k, v) for k, v in response.raw_headers
                      if k.lower() not in _DROPPED_RESPONSE_HEADERS],
-            stream=_Body(response, timeout.sock_read), request=request,
-            extensions=extensions)
+            stream=body, request=request, extensions=extensions)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -321,6 +338,7 @@ def body_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
     (errors are aiohttp's then; :func:`providers.transport.map_transport_errors` maps
     both kinds), else through httpx2. Close the response when done (``aclose``): that
     stops the body's watchdog and releases the connection."""
-    if isinstance(response.stream, _Body):
-        return response.stream.chunks()
+    body = response.extensions.get(BODY_EXTENSION)
+    if isinstance(body, _Body):
+        return body.chunks()
     return response.aiter_bytes()

@@ -127,9 +127,9 @@ def _write_batch(conn: sqlite3.Connection, turns: Sequence[TurnRecord],
                  now: float) -> list[TurnRecord]:
     """A batch inside its transaction; returns the turns whose conversation was not deleted.
 
-    Every audit entry is kept either way: the turn happened (and was billed). A turn's two
-    messages go in one statement, whose change count is how many were new (a replay adds
-    none, and leaves the meta alone).
+    Every audit entry is kept either way: the turn happened (and was billed). The batch's
+    tombstones are looked up in one query. A turn's two messages go in one statement, whose
+    change count is how many were new (a replay adds none, and leaves the meta alone).
     """
     conn.executemany("INSERT OR IGNORE INTO audit VALUES (?, ?, ?, ?, ?)", [
         (t.brand, t.turn_id, t.created_at, orjson.dumps(t.audit()).decode(), t.expires_at)
@@ -155,14 +155,16 @@ def _write_batch(conn: sqlite3.Connection, turns: Sequence[TurnRecord],
 
 def _deleted_conversations(conn: sqlite3.Connection, turns: Sequence[TurnRecord],
                            now: float) -> set[tuple[str, str, str]]:
-    """The batch's conversations with a live tombstone (none asked for while the table is
-    empty, as it is unless conversations were deleted lately)."""
-    if conn.execute("SELECT 1 FROM tombstones LIMIT 1").fetchone() is None:
+    """The batch's conversations with a live tombstone, in one query."""
+    keys = list({(t.brand, t.user_id, t.conversation_id) for t in turns})
+    if not keys:
         return set()
-    keys = {(t.brand, t.user_id, t.conversation_id) for t in turns}
-    return {key for key in keys if conn.execute(
-        f"SELECT 1 FROM tombstones WHERE {CONVERSATION_KEY} AND expires_at > ?",
-        (*key, now)).fetchone()}
+    rows = conn.execute(
+        "SELECT brand, user_id, conversation_id FROM tombstones WHERE expires_at > ? "
+        "AND (brand, user_id, conversation_id) IN (VALUES "
+        + ", ".join(["(?, ?, ?)"] * len(keys)) + ")",
+        (now, *(value for key in keys for value in key))).fetchall()
+    return {(row[0], row[1], row[2]) for row in rows}
 
 
 class SqliteHistory:

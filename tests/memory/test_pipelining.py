@@ -179,7 +179,8 @@ return 1
 
 async def test_the_pipeline_client_reads_replies_without_per_reply_timeouts(
         redis_url: str) -> None:
-    client = connect_pipeline_client(redis_url)
+    # redis-py lets a URL's own options override keyword arguments: not this one.
+    client = connect_pipeline_client(f"{redis_url}?socket_timeout=3")
     try:
         assert client.connection_pool.connection_kwargs["socket_timeout"] is None
         assert await client.ping()
@@ -202,6 +203,23 @@ async def test_a_batch_that_outlives_its_bound_fails_its_calls_then_the_pipeline
         await wait_for_idle_server(client)
         assert await asyncio.gather(*(runner.run(fine, [], [i]) for i in range(20))) == [
             str(i).encode() for i in range(20)]
+    finally:
+        await client.aclose()
+
+
+async def test_a_script_rerun_after_noscript_is_bounded_too(redis_url: str) -> None:
+    """The server lost its scripts (a restart, SCRIPT FLUSH): the load and the rerun that
+    follow are bounded like the batch, or a stalled server would hold the flusher."""
+    client = connect_pipeline_client(redis_url)
+    runner = AutoPipeline(client, timeout_s=0.2)
+    spin = runner.register(_SPIN)
+    fine = runner.register("return ARGV[1]")
+    try:
+        await client.script_flush()
+        with pytest.raises(RedisTimeoutError):
+            await runner.run(spin, [], [600])  # NOSCRIPT, loaded, rerun: spins past 0.2 s
+        await wait_for_idle_server(client)
+        assert await runner.run(fine, [], ["after"]) == b"after"
     finally:
         await client.aclose()
 
