@@ -5,11 +5,12 @@ aiohttp is the faster HTTP/1.1 client on our event loop. The SDKs ship such a tr
 (``DefaultAioHttpClient``); ours differs where a gateway's hot path cares:
 
 * **The streamed body is reachable without httpx2's per-chunk layers.** Every response
-  carries the aiohttp response in its ``extensions`` (httpx2's documented place for
-  transport-specific data, as httpcore's ``network_stream``). :func:`body_chunks` reads it
-  directly: each chunk resumes one generator instead of five (the transport's, httpx2's
-  bound stream, ``aiter_raw``, ``aiter_bytes`` and aiohttp's chunk iterator), about 8 µs
-  of CPU per streamed delta on the benchmark machine (``bench/README.md``).
+  carries its body (over the aiohttp response) in its ``extensions`` (httpx2's documented
+  place for transport-specific data, as httpcore's ``network_stream``).
+  :func:`body_chunks` reads it straight from aiohttp: each chunk resumes one generator
+  instead of five (the transport's, httpx2's bound stream, ``aiter_raw``, ``aiter_bytes``
+  and aiohttp's chunk iterator), about 8 µs of CPU per streamed delta on the benchmark
+  machine (``bench/README.md``).
 * **One timer per streamed body, not one per read.** The read timeout bounds each wait
   for the next bytes. aiohttp enforces it by cancelling and re-arming a loop timer on every
   network read: about 3 % of a turn's CPU (20 deltas), measured side by side. A body read
