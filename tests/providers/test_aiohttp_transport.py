@@ -78,6 +78,25 @@ async def _stream_events(request: web.Request, *, compress: bool = False) -> web
     return response
 
 
+def writes_then_stalls(*script: bytes | float) -> tuple[Handler, asyncio.Event]:
+    """A handler that streams ``script`` (bytes are written, a float is a pause in
+    seconds), then sends nothing more until the returned event is set."""
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for step in script:
+            if isinstance(step, float):
+                await asyncio.sleep(step)
+            else:
+                await response.write(step)
+        await release.wait()
+        return response
+
+    return handler, release
+
+
 async def _post(client: httpx2.AsyncClient, url: str) -> httpx2.Response:
     request = client.build_request("POST", f"{url}/v1/chat/completions", content=b"{}")
     return await client.send(request, stream=True)
@@ -161,15 +180,7 @@ async def test_refused_connection_is_a_connection_error_through_the_sdk() -> Non
 
 
 async def test_stalled_body_read_straight_times_out_as_a_provider_timeout(serve: Serve) -> None:
-    release = asyncio.Event()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        await response.write(b"data: one\n\n")
-        await release.wait()  # then nothing more: the read timeout must fire
-        return response
-
+    handler, release = writes_then_stalls(b"data: one\n\n")  # the read timeout must fire
     server = await serve(handler)
     async with sdk_http_client(httpx2.Timeout(0.3, connect=2.0)) as client:
         response = await _post(client, server.url)
@@ -185,17 +196,8 @@ async def test_a_steady_body_outlasts_the_read_timeout_and_a_stall_after_it_time
     """Each wait is bounded, not the body: 20 chunks 50 ms apart (a second in all) pass a
     0.5 s read timeout, and the stall after them fails within two read timeouts (the
     watchdog's precision: it checks once per timeout)."""
-    release = asyncio.Event()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        for index in range(20):
-            await response.write(b"data: %d\n\n" % index)
-            await asyncio.sleep(0.05)
-        await release.wait()  # then nothing more
-        return response
-
+    handler, release = writes_then_stalls(
+        *[item for index in range(20) for item in (b"data: %d\n\n" % index, 0.05)])
     server = await serve(handler)
     received: list[bytes] = []
     async with sdk_http_client(httpx2.Timeout(0.5, connect=2.0)) as client:
@@ -216,18 +218,8 @@ async def test_a_reader_slower_than_the_upstream_is_not_timed_out(serve: Serve) 
     """Bytes received but not yet read are progress the reader owes, not a stall: a reader
     that pauses for several read timeouts still gets everything, and only the upstream's
     own silence afterwards ends the body."""
-    release = asyncio.Event()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        await response.write(b"data: 0\n\n")
-        await asyncio.sleep(0.1)  # the rest arrives while the reader is away
-        for index in range(1, 5):
-            await response.write(b"data: %d\n\n" % index)
-        await release.wait()  # then nothing more
-        return response
-
+    handler, release = writes_then_stalls(  # the rest arrives while the reader is away
+        b"data: 0\n\n", 0.1, *[b"data: %d\n\n" % index for index in range(1, 5)])
     server = await serve(handler)
     received: list[bytes] = []
     async with sdk_http_client(httpx2.Timeout(0.2, connect=2.0)) as client:
@@ -276,17 +268,8 @@ async def test_a_response_sent_through_httpx2s_own_path_is_read_straight_too(
 
 
 async def test_a_reader_that_never_comes_back_stops_being_watched(serve: Serve) -> None:
-    release = asyncio.Event()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        await response.write(b"data: 0\n\n")
-        await asyncio.sleep(0.02)  # well inside the read timeout
-        await response.write(b"data: 1\n\n")  # never read
-        await release.wait()
-        return response
-
+    # The second write comes well inside the read timeout, and is never read.
+    handler, release = writes_then_stalls(b"data: 0\n\n", 0.02, b"data: 1\n\n")
     server = await serve(handler)
     async with sdk_http_client(httpx2.Timeout(0.1, connect=2.0)) as client:
         response = await _post(client, server.url)
