@@ -104,10 +104,13 @@ async def open_runtime(config: Config, *, clock: Callable[[], float] = time.time
         registry = build_registry(config, counter)
         stack.push_async_callback(registry.aclose)
         await registry.start()
-        # One for the process: every turn's calls share it. Its own client reads replies
-        # without per-reply timers; each batch is bounded as a whole instead.
+        # One for the process: every turn's calls share it. On a real server its own
+        # client reads replies without per-reply timers; each batch is bounded instead.
         pipeline_redis = connect_pipeline_client(settings.redis_url)
-        stack.push_async_callback(pipeline_redis.aclose)
+        if pipeline_redis is None:
+            pipeline_redis = redis
+        else:
+            stack.push_async_callback(pipeline_redis.aclose)
         pipeline = AutoPipeline(pipeline_redis, timeout_s=REDIS_BATCH_TIMEOUT_S)
         journal, persister = _journal(redis, pipeline, history, archive, embedded=is_embedded(
             settings.redis_url), claim_idle_ms=limits.outbox_claim_idle_ms)

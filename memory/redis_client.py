@@ -55,13 +55,15 @@ def connect_redis(url: str, **options: Any) -> RedisClient:
     return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
-def connect_pipeline_client(url: str, **options: Any) -> RedisClient:
-    """The client for an :class:`~memory.pipelining.AutoPipeline`, which bounds each batch
-    as a whole (its ``timeout_s``): a real server's replies are read with no per-reply
-    timeout (``socket_timeout=None``; connecting keeps its own). Cluster and embedded
-    clients are not pipelined (each call goes straight to them): they keep every timeout."""
+def connect_pipeline_client(url: str, **options: Any) -> RedisClient | None:
+    """The client for an :class:`~memory.pipelining.AutoPipeline` on a real server, which
+    bounds each batch as a whole (its ``timeout_s``): replies are read with no per-reply
+    timeout (``socket_timeout=None``; connecting keeps its own). None for the URLs whose
+    main client serves the auto-pipeline as well: an embedded server has no sockets to time
+    out, and a cluster client is not pipelined (every call goes straight to it, keeping its
+    timeouts), so a second client would only open connections twice."""
     if is_embedded(url) or is_cluster(url):
-        return connect_redis(url, **options)
+        return None
     client = connect_redis(url, **options)
     # After parsing: redis-py lets a URL's own ``?socket_timeout=`` override keywords.
     client.connection_pool.connection_kwargs["socket_timeout"] = None

@@ -188,6 +188,12 @@ async def test_the_pipeline_client_reads_replies_without_per_reply_timeouts(
         await client.aclose()
 
 
+def test_embedded_and_cluster_urls_need_no_pipeline_client_of_their_own() -> None:
+    assert connect_pipeline_client("memory://pipeline-test") is None
+    assert connect_pipeline_client("redis+cluster://127.0.0.1:7000") is None
+    assert connect_pipeline_client("rediss+cluster://127.0.0.1:7000") is None
+
+
 async def test_a_batch_that_outlives_its_bound_fails_its_calls_then_the_pipeline_recovers(
         redis_url: str) -> None:
     client = connect_pipeline_client(redis_url)
