@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import openai
@@ -45,6 +46,36 @@ async def test_request_on_the_wire(provider: Provider, openai_fake: FakeUpstream
     assert call.body["stream_options"] == {"include_usage": True}
     assert call.body["max_tokens"] == 42
     assert call.headers["authorization"] == f"Bearer {TEST_API_KEY}"
+
+
+async def test_each_request_has_its_own_body(provider: Provider,
+                                            openai_fake: FakeUpstream) -> None:
+    """Requests are copies of one template: nothing of one turn's request stays for the
+    next (the SDK's options are copied per request, never the template changed)."""
+    shorter = replace(CONVERSATION, max_tokens=7, request_id="turn-2",
+                      messages=CONVERSATION.messages[1:])
+    for request in (replace(CONVERSATION, request_id="turn-1"), shorter, CONVERSATION):
+        [_ async for _ in provider.stream(request)]
+    calls = openai_fake.requests
+    assert [c.body["max_tokens"] for c in calls] == [42, 7, 42]
+    assert [len(c.body["messages"]) for c in calls] == [2, 1, 2]
+    assert calls[0].body == calls[2].body
+
+
+async def test_no_platform_telemetry_headers(provider: Provider,
+                                             openai_fake: FakeUpstream) -> None:
+    """The SDK's X-Stainless-* platform headers (the gateway host's OS, architecture and
+    runtime) are not sent; its per-request headers still are."""
+    [_ async for _ in provider.stream(CONVERSATION)]
+    [call] = openai_fake.requests
+    names = {name.lower() for name in call.headers}
+    platform = {"x-stainless-lang", "x-stainless-os", "x-stainless-arch",
+                "x-stainless-runtime", "x-stainless-runtime-version",
+                "x-stainless-package-version", "x-stainless-async"}
+    assert not names & platform
+    assert call.headers["x-stainless-retry-count"] == "0"
+    assert call.headers["content-type"] == "application/json"
+    assert call.headers["user-agent"].startswith("AsyncOpenAI/Python")
 
 
 async def test_retry_after_is_read(provider: Provider, openai_fake: FakeUpstream) -> None:
