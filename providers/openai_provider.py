@@ -25,7 +25,7 @@ import orjson
 from openai._models import FinalRequestOptions  # what client.post builds from its arguments
 
 from gateway.config import ProviderOptions
-from providers.aiohttp_transport import body_chunks, sdk_http_client
+from providers.aiohttp_transport import MAX_REMEMBERED_URLS, body_chunks, sdk_http_client
 from providers.base import (
     Finish,
     FinishReason,
@@ -153,10 +153,32 @@ def client_timeout(options: ProviderOptions) -> openai.Timeout:
     return openai.Timeout(read, connect=connect)
 
 
+class _SDKClient(openai.AsyncOpenAI):
+    """The SDK's client, each request URL parsed once: the SDK parses the endpoint's URL
+    string anew for every request (``_prepare_url``), and an ``httpx2.URL`` is immutable,
+    so one parse serves every request to it (a provider sends to one endpoint)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._parsed_urls: dict[str, httpx2.URL] = {}
+
+    @property
+    def user_agent(self) -> str:  # the SDK's own (it names the client's class)
+        return f"AsyncOpenAI/Python {openai.__version__}"
+
+    def _prepare_url(self, url: str) -> httpx2.URL:
+        parsed = self._parsed_urls.get(url)
+        if parsed is None:
+            parsed = super()._prepare_url(url)
+            if len(self._parsed_urls) < MAX_REMEMBERED_URLS:
+                self._parsed_urls[url] = parsed
+        return parsed
+
+
 class OpenAIProvider:
     def __init__(self, options: ProviderOptions, *, api_key: str | None) -> None:
         timeout = client_timeout(options)
-        self._client = openai.AsyncOpenAI(
+        self._client = _SDKClient(
             api_key=api_key or options.api_key or "unset",
             base_url=options.base_url,
             max_retries=0,
