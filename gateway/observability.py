@@ -18,21 +18,26 @@ QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropi
                  "botocore", "aiobotocore")
 
 
-def _orjson_line(event: Any, **options: Any) -> str:
+def _orjson_line(event: Any, **options: Any) -> bytes:
     """structlog's JSON serializer: orjson (compact), with structlog's fallback for
-    values JSON cannot hold (``default``) and non-string keys as strings."""
+    values JSON cannot hold (``default``) and non-string keys as strings. Bytes, written
+    as they are by structlog's ``BytesLogger`` (no decode, no ``print``)."""
     return orjson.dumps(event, default=options.get("default"),
-                        option=orjson.OPT_NON_STR_KEYS).decode()
+                        option=orjson.OPT_NON_STR_KEYS)
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
     for noisy in QUIET_LOGGERS:  # one line per upstream request is noise (and CPU)
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # JSON lines are bytes, written by a BytesLogger (structlog's recommended fast path);
+    # the console renderer makes text, printed by a PrintLogger.
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(serializer=_orjson_line) if json
         else structlog.dev.ConsoleRenderer()
     )
+    factory: Any = (structlog.BytesLoggerFactory(file=sys.stderr.buffer) if json
+                    else structlog.PrintLoggerFactory(file=sys.stderr))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -42,7 +47,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
 
