@@ -50,15 +50,15 @@ PARTS = [
     Part("sdk", "the OpenAI request sent by aiohttp itself instead of through the SDK "
                 "(and our httpx2 transport under it)", (
         ("providers/openai_provider.py",
-         """            response = await self._client.post(self._completions_url,
-                                               content=orjson.dumps(params), options=options,
-                                               cast_to=httpx2.Response, stream=True)
+         """            options = self._completions.model_copy(update={
+                "content": orjson.dumps(params), "idempotency_key": request.request_id or None})
+            response = await self._client.request(httpx2.Response, options, stream=True)
             try:
                 async for raw in body_chunks(response):  # straight from aiohttp""",
          """            import aiohttp
             session = self._client._client._direct._open()
             response = await session.post(
-                self._completions_url, data=orjson.dumps(params),
+                self._completions.url, data=orjson.dumps(params),
                 headers={"Authorization": f"Bearer {self._client.api_key}",
                          "Content-Type": "application/json"},
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30))
