@@ -106,12 +106,14 @@ async def open_runtime(config: Config, *, clock: Callable[[], float] = time.time
         await registry.start()
         # One for the process: every turn's calls share it. On a real server its own
         # client reads replies without per-reply timers; each batch is bounded instead.
+        # It also keeps its connection between batches (no pool checkout per batch).
         pipeline_redis = connect_pipeline_client(settings.redis_url)
         if pipeline_redis is None:
-            pipeline_redis = redis
+            pipeline = AutoPipeline(redis, timeout_s=REDIS_BATCH_TIMEOUT_S)
         else:
             stack.push_async_callback(pipeline_redis.aclose)
-        pipeline = AutoPipeline(pipeline_redis, timeout_s=REDIS_BATCH_TIMEOUT_S)
+            pipeline = AutoPipeline(pipeline_redis, timeout_s=REDIS_BATCH_TIMEOUT_S,
+                                    hold_connection=True)
         journal, persister = _journal(redis, pipeline, history, archive, embedded=is_embedded(
             settings.redis_url), claim_idle_ms=limits.outbox_claim_idle_ms)
         hot = HotMemory(redis, ttl_s=limits.hot_ttl_s, max_messages=limits.hot_messages,

@@ -22,6 +22,16 @@ a task for every write): measured side by side, 2 % of a turn's CPU. A batch tha
 its bound fails every call in it with redis-py's ``TimeoutError``, and its connection is
 closed (redis-py drops a connection whose read was interrupted), as a reply timeout did.
 
+With ``hold_connection`` (a real server's client, as the runtime makes it), a batch goes out
+on a connection the pipeline keeps between batches, with redis-py's pipeline protocol and
+nothing around it: the connection checked first (reopened if the server closed it while it
+was idle), every command packed into one write, then each reply read
+and passed through the client's response callback, retried as redis-py retries a pipeline
+(the connection's ``Retry``). redis-py's ``Pipeline`` object adds a pool checkout and
+release, its command stack, observability hooks and per-command checks: measured against a
+real server, a batch of 16 commands cost 254 µs of CPU through it and 77 µs without it
+(83 with the check).
+
 Scripts are redis-py ``Script`` objects: they know their SHA1 locally, run with
 ``EVALSHA``, and on ``NOSCRIPT`` (a restarted server, a failover, ``SCRIPT FLUSH``) are
 loaded and rerun once, transparently. Errors stay with their caller: a script's error
@@ -38,8 +48,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from memory.redis_client import RedisClient
@@ -68,12 +80,18 @@ class AutoPipeline:
     """Runs scripts and commands; calls made concurrently share pipelined round trips."""
 
     def __init__(self, redis: RedisClient, *, max_batch: int = 256,
-                 max_in_flight: int = 1, timeout_s: float | None = None) -> None:
+                 max_in_flight: int = 1, timeout_s: float | None = None,
+                 hold_connection: bool = False) -> None:
+        """``hold_connection``: send batches on connections kept between batches (one per
+        pipeline in flight), taken from ``redis``'s pool once; for a redis-py client of a
+        real server (not an embedded or cluster one)."""
         self.redis = redis
         self._timeout_s = timeout_s
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._pipelined = not isinstance(redis, RedisCluster)
+        self._hold = hold_connection and self._pipelined
+        self._held: list[AbstractConnection] = []  # kept connections, between batches
         self._queue: deque[_Call] = deque()
         self._active = 0
         self._starting = False  # a flusher was created and has not taken its batch yet
@@ -138,15 +156,15 @@ class AutoPipeline:
     async def _send(self, batch: list[_Call]) -> None:
         if not batch:
             return
+        commands: list[Command] = []
+        for call in batch:
+            if call.script is not None:
+                commands.append(("EVALSHA", call.script.sha, len(call.keys), *call.keys,
+                                 *call.args))
+            else:
+                commands += call.commands
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for call in batch:
-                if call.script is not None:
-                    pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-                else:
-                    for command in call.commands:
-                        pipe.execute_command(*command)
-            replies = await self._bounded(pipe.execute(raise_on_error=False),
+            replies = await self._bounded(self._execute(commands),
                                           f"{len(batch)} pipelined calls")
         except asyncio.CancelledError:
             for call in batch:
@@ -169,6 +187,56 @@ class AutoPipeline:
                 _resolve(call.reply, mine[0])
         if unknown:
             await self._load_and_rerun(unknown)
+
+    async def _execute(self, commands: list[Command]) -> list[Any]:
+        """Every command's reply in order, an error reply as its exception (not raised)."""
+        if not self._hold:
+            pipe = self.redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
+        connection = await self._take_connection()
+        try:
+            return await connection.retry.call_with_retry(
+                lambda: self._round_trip(connection, commands),
+                lambda error: connection.disconnect())
+        finally:  # kept even when broken: its next send reconnects it
+            self._held.append(connection)
+
+    async def _take_connection(self) -> AbstractConnection:
+        """A kept connection, else a new one from the pool. A kept one that the server
+        closed while it was idle (or that holds bytes nobody asked for) is disconnected
+        first, and reopened by the send: redis-py's pool skips that check on its own
+        checkouts while maintenance notifications may arrive, as by default."""
+        if not self._held:
+            return await self.redis.connection_pool.get_connection()  # type: ignore[no-any-return,no-untyped-call]
+        connection = self._held.pop()
+        try:
+            stale = connection.is_connected and await connection.can_read()
+        except (RedisConnectionError, OSError):
+            stale = True
+        if stale:
+            await connection.disconnect()
+        return connection
+
+    async def _round_trip(self, connection: AbstractConnection,
+                          commands: list[Command]) -> list[Any]:
+        """One write of every command, then every reply: an interrupted read (an error,
+        a cancel, the batch's bound) disconnects the connection, so no reply is left
+        for the next batch to take as its own."""
+        await connection.send_packed_command(connection.pack_commands(commands))
+        callbacks = self.redis.response_callbacks
+        replies: list[Any] = []
+        for command in commands:
+            try:
+                reply = await connection.read_response()
+            except ResponseError as exc:  # an error reply: the connection is fine
+                replies.append(exc)
+                continue
+            callback = callbacks.get(command[0])
+            replies.append(reply if callback is None else callback(reply))
+        return replies
 
     async def _load_and_rerun(self, calls: list[_Call]) -> None:
         """The server lost the scripts (restart, failover, SCRIPT FLUSH): load, run again."""

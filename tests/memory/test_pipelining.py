@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -14,18 +17,69 @@ from memory.pipelining import AutoPipeline
 from memory.redis_client import RedisClient, connect_pipeline_client, connect_redis
 from tests.redis_server import free_port
 
+_names = itertools.count()
 
-async def test_a_flush_under_concurrent_load_loses_no_call(any_redis: RedisClient) -> None:
-    runner = AutoPipeline(any_redis, max_batch=16)
+
+@dataclass
+class Backend:
+    """A client and how its auto-pipeline sends batches (``hold``: on a kept connection,
+    as the runtime's is on a real server; else through redis-py's Pipeline)."""
+
+    client: RedisClient
+    hold: bool
+
+    def pipeline(self, **options: Any) -> AutoPipeline:
+        return AutoPipeline(self.client, hold_connection=self.hold, **options)
+
+
+def _backend(mode: str, url: str) -> Backend:
+    if mode == "held":
+        client = connect_pipeline_client(url)
+        assert client is not None
+        return Backend(client, hold=True)
+    return Backend(connect_redis(url), hold=False)
+
+
+@pytest.fixture(params=["held", "pooled", "memory"])
+def backend_mode(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """Every way an auto-pipeline runs: a real server's kept connection, a real server
+    through redis-py's Pipeline, the embedded server."""
+    if request.param == "memory":
+        return "memory", f"memory://pipelining-{next(_names)}"
+    return request.param, request.getfixturevalue("redis_url")
+
+
+@pytest.fixture(params=["held", "pooled"])
+def real_backend_mode(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return request.param, request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+async def backend(backend_mode: tuple[str, str]) -> AsyncIterator[Backend]:
+    made = _backend(*backend_mode)
+    yield made
+    await made.client.aclose()
+
+
+@pytest.fixture
+async def real_backend(real_backend_mode: tuple[str, str]) -> AsyncIterator[Backend]:
+    made = _backend(*real_backend_mode)
+    yield made
+    await made.client.aclose()
+
+
+async def test_a_flush_under_concurrent_load_loses_no_call(backend: Backend) -> None:
+    runner = backend.pipeline(max_batch=16)
     script = runner.register("return redis.call('INCR', KEYS[1])")
     await runner.run(script, ["{t}:n"], [])
-    await any_redis.script_flush()
+    await backend.client.script_flush()
     replies = await asyncio.gather(*(runner.run(script, ["{t}:n"], []) for _ in range(100)))
     assert sorted(replies) == list(range(2, 102))
 
 
-async def test_concurrent_calls_share_round_trips(redis_client: RedisClient) -> None:
-    runner = AutoPipeline(redis_client)
+async def test_concurrent_calls_share_round_trips(real_backend: Backend) -> None:
+    redis_client = real_backend.client
+    runner = real_backend.pipeline()
     script = runner.register("return ARGV[1]")
     await runner.run(script, [], [0])
     await redis_client.config_resetstat()
@@ -39,8 +93,8 @@ async def test_concurrent_calls_share_round_trips(redis_client: RedisClient) -> 
     assert len(clients) <= before + 4  # at most max_in_flight pipelines
 
 
-async def test_a_script_error_reaches_only_its_caller(any_redis: RedisClient) -> None:
-    runner = AutoPipeline(any_redis)
+async def test_a_script_error_reaches_only_its_caller(backend: Backend) -> None:
+    runner = backend.pipeline()
     failing = runner.register("return redis.error_reply('no budget for you')")
     fine = runner.register("return 1")
     outcomes = await asyncio.gather(runner.run(failing, [], []), runner.run(fine, [], []),
@@ -49,9 +103,10 @@ async def test_a_script_error_reaches_only_its_caller(any_redis: RedisClient) ->
     assert outcomes[1] == 1
 
 
-async def test_a_connection_failure_reaches_every_caller() -> None:
+@pytest.mark.parametrize("hold", [True, False], ids=["held", "pooled"])
+async def test_a_connection_failure_reaches_every_caller(hold: bool) -> None:
     client = connect_redis(f"redis://127.0.0.1:{free_port()}/0")
-    runner = AutoPipeline(client)
+    runner = AutoPipeline(client, hold_connection=hold)
     script = runner.register("return 1")
     outcomes = await asyncio.gather(*(runner.run(script, [], []) for _ in range(5)),
                                     return_exceptions=True)
@@ -59,8 +114,9 @@ async def test_a_connection_failure_reaches_every_caller() -> None:
     await client.aclose()
 
 
-async def test_a_call_cancelled_before_it_left_is_not_sent(any_redis: RedisClient) -> None:
-    runner = AutoPipeline(any_redis)
+async def test_a_call_cancelled_before_it_left_is_not_sent(backend: Backend) -> None:
+    any_redis = backend.client
+    runner = backend.pipeline()
     script = runner.register("return redis.call('INCR', KEYS[1])")
     calls = [asyncio.ensure_future(runner.run(script, ["{t}:n"], [])) for _ in range(10)]
     await asyncio.sleep(0)  # all ten are queued; the flusher has not run yet
@@ -110,8 +166,8 @@ async def test_a_call_cancelled_in_flight_still_runs(any_redis: RedisClient) -> 
     assert await runner.run(script, ["{t}:n"], []) == 2
 
 
-async def test_a_bad_argument_fails_its_call_instead_of_hanging(any_redis: RedisClient) -> None:
-    runner = AutoPipeline(any_redis)
+async def test_a_bad_argument_fails_its_call_instead_of_hanging(backend: Backend) -> None:
+    runner = backend.pipeline()
     script = runner.register("return 1")
     with pytest.raises(DataError):
         await runner.run(script, [], [{"not": "encodable"}])
@@ -119,8 +175,9 @@ async def test_a_bad_argument_fails_its_call_instead_of_hanging(any_redis: Redis
 
 
 async def test_commands_scripts_and_groups_share_one_round_trip(
-        redis_client: RedisClient) -> None:
-    pipeline = AutoPipeline(redis_client)
+        real_backend: Backend) -> None:
+    redis_client = real_backend.client
+    pipeline = real_backend.pipeline()
     script = pipeline.register("return redis.call('INCR', KEYS[1])")
     await redis_client.hset("{p}:h", mapping={"a": "1"})
     await pipeline.run(script, ["{p}:n"], [])  # loaded by now
@@ -139,8 +196,9 @@ async def test_commands_scripts_and_groups_share_one_round_trip(
     assert calls == {"hgetall": 1, "evalsha": 1, "incr": 1, "set": 1, "get": 1, "exists": 1}
 
 
-async def test_an_error_in_a_group_reaches_its_caller_only(any_redis: RedisClient) -> None:
-    pipeline = AutoPipeline(any_redis)
+async def test_an_error_in_a_group_reaches_its_caller_only(backend: Backend) -> None:
+    any_redis = backend.client
+    pipeline = backend.pipeline()
     await any_redis.set("{p}:str", "x")
     bad, good = await asyncio.gather(
         pipeline.group([("GET", "{p}:str"), ("LRANGE", "{p}:str", 0, -1)]),
@@ -150,7 +208,8 @@ async def test_an_error_in_a_group_reaches_its_caller_only(any_redis: RedisClien
 
 
 async def test_a_burst_needs_few_pipelines(redis_client: RedisClient) -> None:
-    """200 concurrent callers: one flusher takes what is queued, so round trips stay few."""
+    """200 concurrent callers: one flusher takes what is queued, so round trips stay few
+    (through redis-py's Pipeline; the kept connection's writes are counted below)."""
     pipeline = AutoPipeline(redis_client)
     sent = 0
     real = redis_client.pipeline
@@ -194,10 +253,12 @@ def test_embedded_and_cluster_urls_need_no_pipeline_client_of_their_own() -> Non
     assert connect_pipeline_client("rediss+cluster://127.0.0.1:7000") is None
 
 
+@pytest.mark.parametrize("hold", [True, False], ids=["held", "pooled"])
 async def test_a_batch_that_outlives_its_bound_fails_its_calls_then_the_pipeline_recovers(
-        redis_url: str) -> None:
+        redis_url: str, hold: bool) -> None:
     client = connect_pipeline_client(redis_url)
-    runner = AutoPipeline(client, timeout_s=0.2)
+    assert client is not None
+    runner = AutoPipeline(client, timeout_s=0.2, hold_connection=hold)
     spin = runner.register(_SPIN)
     fine = runner.register("return ARGV[1]")
     try:
@@ -213,11 +274,13 @@ async def test_a_batch_that_outlives_its_bound_fails_its_calls_then_the_pipeline
         await client.aclose()
 
 
-async def test_a_script_rerun_after_noscript_is_bounded_too(redis_url: str) -> None:
+@pytest.mark.parametrize("hold", [True, False], ids=["held", "pooled"])
+async def test_a_script_rerun_after_noscript_is_bounded_too(redis_url: str, hold: bool) -> None:
     """The server lost its scripts (a restart, SCRIPT FLUSH): the load and the rerun that
     follow are bounded like the batch, or a stalled server would hold the flusher."""
     client = connect_pipeline_client(redis_url)
-    runner = AutoPipeline(client, timeout_s=0.2)
+    assert client is not None
+    runner = AutoPipeline(client, timeout_s=0.2, hold_connection=hold)
     spin = runner.register(_SPIN)
     fine = runner.register("return ARGV[1]")
     try:
@@ -238,3 +301,59 @@ async def wait_for_idle_server(client: RedisClient) -> None:
             return
         except ResponseError:  # BUSY: the script still runs
             await asyncio.sleep(0.05)
+
+
+async def test_a_kept_connection_serves_every_batch(redis_url: str) -> None:
+    client = connect_pipeline_client(redis_url)
+    assert client is not None
+    pipeline = AutoPipeline(client, hold_connection=True)
+    try:
+        before = len(await client.client_list())
+        ids = [await pipeline.command("CLIENT", "ID") for _ in range(5)]
+        bursts = [await asyncio.gather(*(pipeline.command("CLIENT", "ID") for _ in range(50)))
+                  for _ in range(3)]
+        assert {*ids, *(i for burst in bursts for i in burst)} == {ids[0]}
+        assert len(await client.client_list()) == before + 1
+    finally:
+        await client.aclose()
+
+
+async def test_a_dropped_kept_connection_is_opened_again(redis_url: str,
+                                                         redis_client: RedisClient) -> None:
+    client = connect_pipeline_client(redis_url)
+    assert client is not None
+    pipeline = AutoPipeline(client, hold_connection=True)
+    try:
+        first = await pipeline.command("CLIENT", "ID")
+        assert await redis_client.client_kill_filter(_id=first) == 1
+        [kept] = pipeline._held  # idle between batches; the server's close reaches it
+        async with asyncio.timeout(5):  # nothing was sent to it: it reads the EOF only
+            assert await kept._reader.read(1) == b""  # type: ignore[attr-defined]
+        assert await pipeline.command("ECHO", "after") == b"after"  # reopened, not failed
+        assert await pipeline.command("CLIENT", "ID") != first
+    finally:
+        await client.aclose()
+
+
+async def test_a_burst_is_one_write_on_the_kept_connection(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = connect_pipeline_client(redis_url)
+    assert client is not None
+    pipeline = AutoPipeline(client, hold_connection=True)
+    writes = 0
+    connection_class = client.connection_pool.connection_class
+    send = connection_class.send_packed_command
+
+    async def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        nonlocal writes
+        writes += 1
+        await send(self, command, check_health)
+
+    try:
+        await pipeline.command("PING")  # connected (connecting sends commands of its own)
+        monkeypatch.setattr(connection_class, "send_packed_command", counting)
+        replies = await asyncio.gather(*(pipeline.command("ECHO", str(i)) for i in range(200)))
+        assert replies == [str(i).encode() for i in range(200)]
+        assert writes == 1
+    finally:
+        await client.aclose()
