@@ -12,6 +12,7 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.maint_notifications import MaintNotificationsConfig
 
 RedisClient = aioredis.Redis
 MAX_CONNECTIONS = 64
@@ -48,6 +49,11 @@ def connect_redis(url: str, **options: Any) -> RedisClient:
             cluster = RedisCluster.from_url(plain + url.removeprefix(scheme), **options)
             return cluster  # type: ignore[return-value]
     # A blocking pool: under load, callers wait for a connection instead of failing.
+    # Without maintenance notifications (a Redis Enterprise feature, "auto" by default in
+    # redis-py 8): while they are on, the pool hands out a connection the server closed
+    # while it sat idle (a restart, a failover, an idle timeout) without reopening it, and
+    # the first command on it fails.
+    options.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=options.pop("max_connections", MAX_CONNECTIONS),
         timeout=options.pop("pool_timeout", POOL_TIMEOUT_S), **options)
