@@ -195,10 +195,14 @@ class ChatService:
         principal, frame = state.principal, state.frame
         brand, plan = self._brand_and_plan(principal)
         chain = self._chain(brand, frame.model)
-        _, loaded, prefs = await asyncio.gather(  # independent round trips at once
-            self._gate.check_rate(principal, brand),
-            self._load_conversation(principal, frame.conversation_id),
-            self._preferences.get(brand.name, principal.user_id))
+        rate = self._gate.check_rate(principal, brand)
+        prefs_read = self._preferences.get(brand.name, principal.user_id)
+        if frame.conversation_id is None:  # a new conversation: nothing to load
+            loaded = self._conversations.start(principal.brand, principal.user_id)
+            _, prefs = await asyncio.gather(rate, prefs_read)
+        else:  # independent round trips at once
+            _, loaded, prefs = await asyncio.gather(
+                rate, self._load_conversation(principal, frame.conversation_id), prefs_read)
         state.conversation_id, state.new_conversation = loaded.conversation_id, loaded.is_new
         state.mark("conversation")
         requested = frame.max_tokens or self._config.limits.default_max_tokens
@@ -381,9 +385,7 @@ class ChatService:
         return chain
 
     async def _load_conversation(self, principal: Principal,
-                                 conversation_id: str | None) -> LoadedConversation:
-        if conversation_id is None:
-            return self._conversations.start(principal.brand, principal.user_id)
+                                 conversation_id: str) -> LoadedConversation:
         loaded = await self._conversations.load(principal.brand, principal.user_id,
                                                 conversation_id)
         if loaded is None:

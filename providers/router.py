@@ -146,7 +146,7 @@ class Router:
         options = self._registry.options_for(spec.kind)
         breaker = self._breakers.get(str(spec), threshold=options.circuit_failure_threshold,
                                      cooldown_s=options.circuit_cooldown_s)
-        attempt = replace(request, model=spec.model)
+        attempt = request if request.model == spec.model else replace(request, model=spec.model)
 
         async def start_once() -> _Started:
             return await self._attempt(provider, spec, attempt, options, breaker, stack)
