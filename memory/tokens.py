@@ -52,11 +52,18 @@ def encoding(name: str = "cl100k_base") -> tiktoken.Encoding:
     return tiktoken.get_encoding(name)
 
 
+REMEMBERED_TEXTS = 256  # recurring texts whose counts a TokenCounter keeps
+
+
 class TokenCounter:
     """Counts tokens of text and of chat messages with one encoding."""
 
-    def __init__(self, encoding_name: str = "cl100k_base") -> None:
+    def __init__(self, encoding_name: str = "cl100k_base", *,
+                 remembered: int = REMEMBERED_TEXTS) -> None:
         self._enc = encoding(encoding_name)
+        self.count_recurring = lru_cache(maxsize=remembered)(self.count)
+        """:meth:`count` for texts that recur turn after turn (system prompts): the last
+        ``remembered`` distinct ones are counted once."""
 
     def count(self, text: str) -> int:
         return len(self._enc.encode_ordinary(text))

@@ -71,3 +71,13 @@ def test_count_messages_adds_overhead_per_message_and_reply_priming() -> None:
     assert counter.count_messages(messages) == (
         REPLY_PRIMING_TOKENS + 2 * (2 + TOKENS_PER_MESSAGE))
     assert counter.count_messages([]) == REPLY_PRIMING_TOKENS
+
+
+def test_recurring_texts_are_counted_once_and_the_same() -> None:
+    counter = TokenCounter(remembered=2)
+    prompts = ["You are terse.", "You are a pirate.", "Answer in French."]
+    assert [counter.count_recurring(p) for p in prompts] == [counter.count(p) for p in prompts]
+    before = counter.count_recurring.cache_info()
+    assert counter.count_recurring(prompts[2]) == counter.count(prompts[2])
+    assert counter.count_recurring.cache_info().hits == before.hits + 1
+    assert counter.count_recurring.cache_info().currsize == 2  # bounded: the oldest left
