@@ -431,10 +431,9 @@ class ChatService:
         total = REPLY_PRIMING_TOKENS
         for message in messages:
             tokens = known.get(message)
-            if tokens is None:  # system messages (prompt, summary) recur turn after turn
-                tokens = known[message] = TOKENS_PER_MESSAGE + (
-                    self._counter.count_recurring(message.content) if message.role == "system"
-                    else self._counter.count(message.content))
+            if tokens is None:  # prompts, summaries and sent history recur turn after turn
+                tokens = known[message] = (TOKENS_PER_MESSAGE
+                                           + self._counter.count_recurring(message.content))
             total += tokens
         return total
 

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 import tiktoken
+from cachetools import LRUCache
 
 from providers.base import ChatMessage
 
@@ -52,21 +53,36 @@ def encoding(name: str = "cl100k_base") -> tiktoken.Encoding:
     return tiktoken.get_encoding(name)
 
 
-REMEMBERED_TEXTS = 256  # recurring texts whose counts a TokenCounter keeps
+REMEMBERED_CHARS = 2_000_000  # characters of recurring texts whose counts are kept
+
+
+def _entry_chars(entry: tuple[int, int]) -> int:
+    return entry[1]
 
 
 class TokenCounter:
     """Counts tokens of text and of chat messages with one encoding."""
 
     def __init__(self, encoding_name: str = "cl100k_base", *,
-                 remembered: int = REMEMBERED_TEXTS) -> None:
+                 remembered_chars: int = REMEMBERED_CHARS) -> None:
         self._enc = encoding(encoding_name)
-        self.count_recurring = lru_cache(maxsize=remembered)(self.count)
-        """:meth:`count` for texts that recur turn after turn (system prompts): the last
-        ``remembered`` distinct ones are counted once."""
+        # text -> (tokens, its length): least recently used out past remembered_chars
+        self._counted: LRUCache[str, tuple[int, int]] = LRUCache(
+            maxsize=remembered_chars, getsizeof=_entry_chars)
 
     def count(self, text: str) -> int:
         return len(self._enc.encode_ordinary(text))
+
+    def count_recurring(self, text: str) -> int:
+        """:meth:`count` for texts that come back turn after turn (a brand's system prompt,
+        a conversation's summary, the history an OpenAI-style client sends with every
+        request): remembered, up to ``remembered_chars`` characters of them in all."""
+        entry = self._counted.get(text)
+        if entry is None:
+            entry = (self.count(text), len(text))
+            if entry[1] <= self._counted.maxsize:  # a larger one is counted, not kept
+                self._counted[text] = entry
+        return entry[0]
 
     def count_message(self, message: ChatMessage) -> int:
         return TOKENS_PER_MESSAGE + self.count(message.content)

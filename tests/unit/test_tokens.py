@@ -73,11 +73,39 @@ def test_count_messages_adds_overhead_per_message_and_reply_priming() -> None:
     assert counter.count_messages([]) == REPLY_PRIMING_TOKENS
 
 
-def test_recurring_texts_are_counted_once_and_the_same() -> None:
-    counter = TokenCounter(remembered=2)
+def test_recurring_texts_are_counted_once_and_the_same(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = TokenCounter()
     prompts = ["You are terse.", "You are a pirate.", "Answer in French."]
-    assert [counter.count_recurring(p) for p in prompts] == [counter.count(p) for p in prompts]
-    before = counter.count_recurring.cache_info()
-    assert counter.count_recurring(prompts[2]) == counter.count(prompts[2])
-    assert counter.count_recurring.cache_info().hits == before.hits + 1
-    assert counter.count_recurring.cache_info().currsize == 2  # bounded: the oldest left
+    expected = [counter.count(p) for p in prompts]
+    assert [counter.count_recurring(p) for p in prompts] == expected
+    encoded: list[str] = []
+    count = counter.count
+
+    def counting(text: str) -> int:
+        encoded.append(text)
+        return count(text)
+
+    monkeypatch.setattr(counter, "count", counting)
+    assert [counter.count_recurring(p) for p in reversed(prompts)] == expected[::-1]
+    assert encoded == []  # none encoded again
+
+
+def test_recurring_texts_are_bounded_by_their_characters(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = TokenCounter(remembered_chars=30)
+    encoded: list[str] = []
+    count = counter.count
+
+    def counting(text: str) -> int:
+        encoded.append(text)
+        return count(text)
+
+    monkeypatch.setattr(counter, "count", counting)
+    first, second, third = "a" * 12, "b" * 12, "c" * 12  # 36 characters: one must go
+    too_long = "d" * 31
+    for text in (first, second, third, too_long, too_long, third, second, first):
+        assert counter.count_recurring(text) == count(text)
+    # The first was the least recently used when the third came; the one over the whole
+    # bound is never kept; the second and third stayed.
+    assert encoded == [first, second, third, too_long, too_long, first]
