@@ -26,18 +26,27 @@ def _orjson_line(event: Any, **options: Any) -> bytes:
                         option=orjson.OPT_NON_STR_KEYS)
 
 
+def _orjson_text(event: Any, **options: Any) -> str:
+    return _orjson_line(event, **options).decode()
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
     for noisy in QUIET_LOGGERS:  # one line per upstream request is noise (and CPU)
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # JSON lines are bytes, written by a BytesLogger (structlog's recommended fast path);
-    # the console renderer makes text, printed by a PrintLogger.
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(serializer=_orjson_line) if json
-        else structlog.dev.ConsoleRenderer()
-    )
-    factory: Any = (structlog.BytesLoggerFactory(file=sys.stderr.buffer) if json
-                    else structlog.PrintLoggerFactory(file=sys.stderr))
+    # JSON lines are bytes, written by a BytesLogger (structlog's recommended fast path)
+    # to stderr's binary buffer; text (the console renderer's, or JSON when stderr was
+    # replaced by a stream without a buffer) is printed by a PrintLogger.
+    buffer = getattr(sys.stderr, "buffer", None)
+    renderer: structlog.typing.Processor
+    factory: Any
+    if json and buffer is not None:
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_line)
+        factory = structlog.BytesLoggerFactory(file=buffer)
+    else:
+        renderer = (structlog.processors.JSONRenderer(serializer=_orjson_text) if json
+                    else structlog.dev.ConsoleRenderer())
+        factory = structlog.PrintLoggerFactory(file=sys.stderr)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

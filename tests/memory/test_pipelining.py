@@ -308,12 +308,11 @@ async def test_a_kept_connection_serves_every_batch(redis_url: str) -> None:
     assert client is not None
     pipeline = AutoPipeline(client, hold_connection=True)
     try:
-        before = len(await client.client_list())
         ids = [await pipeline.command("CLIENT", "ID") for _ in range(5)]
         bursts = [await asyncio.gather(*(pipeline.command("CLIENT", "ID") for _ in range(50)))
                   for _ in range(3)]
         assert {*ids, *(i for burst in bursts for i in burst)} == {ids[0]}
-        assert len(await client.client_list()) == before + 1
+        assert in_use(client) == 1  # taken from the pool once, never given back between
     finally:
         await client.aclose()
 
@@ -356,4 +355,43 @@ async def test_a_burst_is_one_write_on_the_kept_connection(
         assert replies == [str(i).encode() for i in range(200)]
         assert writes == 1
     finally:
+        await client.aclose()
+
+
+def in_use(client: RedisClient) -> int:
+    """Connections taken from the client's pool and not given back."""
+    return len(client.connection_pool._in_use_connections)  # type: ignore[attr-defined]
+
+
+async def test_a_bound_that_fires_while_a_closed_connection_is_reopened_leaks_nothing(
+        redis_url: str, redis_client: RedisClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch's bound fires while a kept connection is being disconnected (its close
+    stalls): the connection stays kept, and the pool lends no second one."""
+    client = connect_pipeline_client(redis_url)
+    assert client is not None
+    pipeline = AutoPipeline(client, hold_connection=True, timeout_s=0.2)
+    connection_class = client.connection_pool.connection_class
+    disconnect = connection_class.disconnect
+    stall = asyncio.Event()
+
+    async def stalling(self: Any, *args: Any, **kwargs: Any) -> None:
+        await stall.wait()
+        await disconnect(self, *args, **kwargs)
+
+    try:
+        first = await pipeline.command("CLIENT", "ID")
+        [kept] = pipeline._held
+        assert await redis_client.client_kill_filter(_id=first) == 1
+        async with asyncio.timeout(5):  # nothing was sent to it: it reads the EOF only
+            assert await kept._reader.read(1) == b""  # type: ignore[attr-defined]
+        monkeypatch.setattr(connection_class, "disconnect", stalling)
+        with pytest.raises(RedisTimeoutError):
+            await pipeline.command("ECHO", "stalled")
+        assert pipeline._held == [kept] and in_use(client) == 1
+        stall.set()
+        monkeypatch.setattr(connection_class, "disconnect", disconnect)
+        assert await pipeline.command("ECHO", "after") == b"after"
+        assert pipeline._held == [kept] and in_use(client) == 1
+    finally:
+        stall.set()
         await client.aclose()

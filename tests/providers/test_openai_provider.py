@@ -52,10 +52,13 @@ async def test_each_request_has_its_own_body(provider: Provider,
                                             openai_fake: FakeUpstream) -> None:
     """Requests are copies of one template: nothing of one turn's request stays for the
     next (the SDK's options are copied per request, never the template changed)."""
+    assert isinstance(provider, OpenAIProvider)
+    template = provider._completions.model_dump()
     shorter = replace(CONVERSATION, max_tokens=7, request_id="turn-2",
                       messages=CONVERSATION.messages[1:])
     for request in (replace(CONVERSATION, request_id="turn-1"), shorter, CONVERSATION):
         [_ async for _ in provider.stream(request)]
+    assert provider._completions.model_dump() == template  # copied, never changed
     calls = openai_fake.requests
     assert [c.body["max_tokens"] for c in calls] == [42, 7, 42]
     assert [len(c.body["messages"]) for c in calls] == [2, 1, 2]

@@ -40,3 +40,18 @@ def test_json_lines_on_stderr_in_order() -> None:
     assert "ZeroDivisionError" in failed["exception"]
     assert len(lines) == 4  # "hidden" (debug) is not written
     assert not done.stdout
+
+
+def test_json_lines_when_stderr_has_no_binary_buffer() -> None:
+    """A stderr replaced by a text-only stream (as some hosts do) still gets JSON lines."""
+    script = ("import io, sys, structlog\n"
+              "from gateway.observability import configure_logging\n"
+              "real, sys.stderr = sys.stderr, io.StringIO()\n"
+              "configure_logging('INFO')\n"
+              "structlog.get_logger('t').info('turn', n=1)\n"
+              "real.write(sys.stderr.getvalue())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True,
+                          timeout=60)
+    [line] = done.stderr.decode().splitlines()
+    assert orjson.loads(line) == {**orjson.loads(line), "event": "turn", "n": 1,
+                                  "level": "info"}
