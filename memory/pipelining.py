@@ -58,6 +58,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from memory.redis_client import RedisClient
 
 Command = tuple[Any, ...]
+IDLE_PROBE_S = 10.0  # a kept connection idle this long is PINGed before its next batch
 
 
 @dataclass(slots=True)
@@ -82,17 +83,20 @@ class AutoPipeline:
 
     def __init__(self, redis: RedisClient, *, max_batch: int = 256,
                  max_in_flight: int = 1, timeout_s: float | None = None,
-                 hold_connection: bool = False) -> None:
+                 hold_connection: bool = False, idle_probe_s: float = IDLE_PROBE_S) -> None:
         """``hold_connection``: send batches on connections kept between batches (one per
         pipeline in flight), taken from ``redis``'s pool once; for a redis-py client of a
-        real server (not an embedded or cluster one)."""
+        real server (not an embedded or cluster one). ``idle_probe_s``: a kept connection
+        idle this long is probed with a PING before its next batch."""
         self.redis = redis
         self._timeout_s = timeout_s
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._pipelined = not isinstance(redis, RedisCluster)
         self._hold = hold_connection and self._pipelined
-        self._held: list[AbstractConnection] = []  # kept connections, between batches
+        # Kept connections between batches, with the loop time each was last used.
+        self._held: list[tuple[AbstractConnection, float]] = []
+        self._idle_probe_s = idle_probe_s
         self._queue: deque[_Call] = deque()
         self._active = 0
         self._starting = False  # a flusher was created and has not taken its batch yet
@@ -197,16 +201,21 @@ class AutoPipeline:
                 pipe.execute_command(*command)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
             return replies
-        pool = self.redis.connection_pool
-        connection = (self._held.pop() if self._held
-                      else await pool.get_connection())  # type: ignore[no-untyped-call]
+        loop = asyncio.get_running_loop()
+        if self._held:
+            connection, used_at = self._held.pop()
+        else:
+            pool = self.redis.connection_pool
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            used_at = loop.time()
         try:  # everything after the pop: a bound that fires anywhere leaks no connection
-            await _reopen_if_closed(connection)
+            await _reopen_if_closed(
+                connection, probe=loop.time() - used_at >= self._idle_probe_s)
             return await connection.retry.call_with_retry(
                 lambda: self._round_trip(connection, commands),
                 lambda error: connection.disconnect())
         finally:  # kept even when broken: its next send reconnects it
-            self._held.append(connection)
+            self._held.append((connection, loop.time()))
 
     async def _round_trip(self, connection: AbstractConnection,
                           commands: list[Command]) -> list[Any]:
@@ -261,12 +270,19 @@ class AutoPipeline:
                 f"Redis did not answer {what} within {self._timeout_s} s") from None
 
 
-async def _reopen_if_closed(connection: AbstractConnection) -> None:
+async def _reopen_if_closed(connection: AbstractConnection, *, probe: bool) -> None:
     """Disconnect a kept connection that the server closed while it sat idle (a restart,
     a failover, an idle timeout), or that holds bytes nobody asked for: the send reopens
-    it. A kept connection never goes back through the pool's own check on checkout."""
+    it. A kept connection never goes back through the pool's own check on checkout.
+
+    That check sees a close only once the event loop has read it; a process that was
+    frozen meanwhile (a Lambda between invocations) has not. So with ``probe`` (a long
+    idle) a connection that looks open answers a PING first, or is disconnected."""
     try:
         stale = connection.is_connected and await connection.can_read()
+        if probe and connection.is_connected and not stale:
+            await connection.send_command("PING", check_health=False)
+            await connection.read_response()
     except (RedisConnectionError, OSError):
         stale = True
     if stale:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import select
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -325,7 +327,7 @@ async def test_a_dropped_kept_connection_is_opened_again(redis_url: str,
     try:
         first = await pipeline.command("CLIENT", "ID")
         assert await redis_client.client_kill_filter(_id=first) == 1
-        [kept] = pipeline._held  # idle between batches; the server's close reaches it
+        [kept] = held(pipeline)  # idle between batches; the server's close reaches it
         async with asyncio.timeout(5):  # nothing was sent to it: it reads the EOF only
             assert await kept._reader.read(1) == b""  # type: ignore[attr-defined]
         assert await pipeline.command("ECHO", "after") == b"after"  # reopened, not failed
@@ -358,6 +360,11 @@ async def test_a_burst_is_one_write_on_the_kept_connection(
         await client.aclose()
 
 
+def held(pipeline: AutoPipeline) -> list[Any]:
+    """The connections a pipeline keeps between batches."""
+    return [connection for connection, _ in pipeline._held]
+
+
 def in_use(client: RedisClient) -> int:
     """Connections taken from the client's pool and not given back."""
     return len(client.connection_pool._in_use_connections)  # type: ignore[attr-defined]
@@ -380,18 +387,58 @@ async def test_a_bound_that_fires_while_a_closed_connection_is_reopened_leaks_no
 
     try:
         first = await pipeline.command("CLIENT", "ID")
-        [kept] = pipeline._held
+        [kept] = held(pipeline)
         assert await redis_client.client_kill_filter(_id=first) == 1
         async with asyncio.timeout(5):  # nothing was sent to it: it reads the EOF only
             assert await kept._reader.read(1) == b""  # type: ignore[attr-defined]
         monkeypatch.setattr(connection_class, "disconnect", stalling)
         with pytest.raises(RedisTimeoutError):
             await pipeline.command("ECHO", "stalled")
-        assert pipeline._held == [kept] and in_use(client) == 1
+        assert held(pipeline) == [kept] and in_use(client) == 1
         stall.set()
         monkeypatch.setattr(connection_class, "disconnect", disconnect)
         assert await pipeline.command("ECHO", "after") == b"after"
-        assert pipeline._held == [kept] and in_use(client) == 1
+        assert held(pipeline) == [kept] and in_use(client) == 1
     finally:
         stall.set()
+        await client.aclose()
+
+
+async def test_a_connection_closed_while_the_process_was_frozen_is_probed_and_reopened(
+        redis_url: str) -> None:
+    """The server closes a kept connection while the event loop cannot run (a Lambda
+    between invocations; here the test blocks the loop): the close is in the socket but
+    unseen. After a long idle the connection is PINGed first, and reopened."""
+    client = connect_pipeline_client(redis_url)
+    assert client is not None
+    pipeline = AutoPipeline(client, hold_connection=True, idle_probe_s=0.0)
+    killer = redis.Redis.from_url(redis_url)  # a blocking client: the loop does not run
+    try:
+        first = await pipeline.command("CLIENT", "ID")
+        [kept] = held(pipeline)
+        socket = kept._writer.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+        assert killer.client_kill_filter(_id=first) == 1
+        readable, _, _ = select.select([socket.fileno()], [], [], 5)  # the FIN has arrived
+        assert readable and not kept._reader.at_eof()  # type: ignore[attr-defined]
+        assert await pipeline.command("ECHO", "after") == b"after"  # not a failed batch
+        assert await pipeline.command("CLIENT", "ID") != first
+    finally:
+        killer.close()
+        await client.aclose()
+
+
+@pytest.mark.parametrize(("idle_probe_s", "pings"), [(60.0, 0), (0.0, 5)])
+async def test_only_a_long_idle_connection_is_probed(redis_url: str, redis_client: RedisClient,
+                                                     idle_probe_s: float, pings: int) -> None:
+    client = connect_pipeline_client(redis_url)
+    assert client is not None
+    pipeline = AutoPipeline(client, hold_connection=True, idle_probe_s=idle_probe_s)
+    try:
+        await pipeline.command("ECHO", "connect")
+        await redis_client.config_resetstat()
+        for i in range(5):
+            assert await pipeline.command("ECHO", str(i)) == str(i).encode()
+        stats = await redis_client.info("commandstats")
+        assert stats.get("cmdstat_ping", {}).get("calls", 0) == pings
+    finally:
         await client.aclose()
