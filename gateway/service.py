@@ -403,7 +403,8 @@ class ChatService:
             brand.system_prompt, preferences_prompt(prefs),
             *(m.content for m in prior if m.role == "system")] if p).strip()
         head = [ChatMessage("system", system_prompt)] if system_prompt else []
-        known: dict[ChatMessage, int] = {}  # message -> tokens: nothing is encoded twice
+        known: dict[ChatMessage, int] = {  # message -> tokens: nothing is encoded twice
+            new_message: TOKENS_PER_MESSAGE + self._counter.count(content)}  # not remembered
         count_messages = functools.partial(self._count_known, known)
         floor = count_messages([*head, new_message])
         if floor >= plan.max_context_window:
@@ -432,8 +433,10 @@ class ChatService:
         for message in messages:
             tokens = known.get(message)
             if tokens is None:  # prompts, summaries and sent history recur turn after turn
-                tokens = known[message] = (TOKENS_PER_MESSAGE
-                                           + self._counter.count_recurring(message.content))
+                counted = (self._counter.count_prompt(message.content)
+                           if message.role == "system"
+                           else self._counter.count_history(message.content))
+                tokens = known[message] = TOKENS_PER_MESSAGE + counted
             total += tokens
         return total
 

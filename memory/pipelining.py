@@ -43,6 +43,7 @@ Redis Cluster clients are called directly (their commands route per slot).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ from memory.redis_client import RedisClient
 
 Command = tuple[Any, ...]
 IDLE_PROBE_S = 10.0  # a kept connection idle this long is PINGed before its next batch
+PROBE_TIMEOUT_S = 1.0  # and reopened if the PONG takes longer
 
 
 @dataclass(slots=True)
@@ -281,9 +283,12 @@ async def _reopen_if_closed(connection: AbstractConnection, *, probe: bool) -> N
     try:
         stale = connection.is_connected and await connection.can_read()
         if probe and connection.is_connected and not stale:
-            await connection.send_command("PING", check_health=False)
-            await connection.read_response()
-    except (RedisConnectionError, OSError):
+            async with asyncio.timeout(PROBE_TIMEOUT_S):  # a dropped peer: reopen, soon
+                await connection.send_command("PING", check_health=False)
+                # Refused (an ACL without PING) is an answer too: alive, its reply read.
+                with contextlib.suppress(ResponseError):
+                    await connection.read_response()
+    except (RedisConnectionError, OSError, TimeoutError):
         stale = True
     if stale:
         await connection.disconnect(nowait=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterable
 from functools import lru_cache
@@ -53,35 +54,51 @@ def encoding(name: str = "cl100k_base") -> tiktoken.Encoding:
     return tiktoken.get_encoding(name)
 
 
-REMEMBERED_CHARS = 2_000_000  # characters of recurring texts whose counts are kept
+# Bytes of remembered counts (texts and their entries), least recently used out first.
+PROMPTS_BYTES = 2 * 1024 * 1024  # system prompts and summaries
+HISTORY_BYTES = 16 * 1024 * 1024  # messages that OpenAI-style clients send again
+ENTRY_OVERHEAD_BYTES = 200  # a cache entry beyond its text: node, dict slot, tuple, int
 
 
-def _entry_chars(entry: tuple[int, int]) -> int:
+def _entry_bytes(entry: tuple[int, int]) -> int:
     return entry[1]
 
 
 class TokenCounter:
-    """Counts tokens of text and of chat messages with one encoding."""
+    """Counts tokens of text and of chat messages with one encoding.
+
+    Texts that recur turn after turn are counted once while remembered, in two caches
+    bounded by memory, so that a flow of long histories never pushes out the prompts.
+    The caches are not thread-safe: use them from the event loop."""
 
     def __init__(self, encoding_name: str = "cl100k_base", *,
-                 remembered_chars: int = REMEMBERED_CHARS) -> None:
+                 prompts_bytes: int = PROMPTS_BYTES,
+                 history_bytes: int = HISTORY_BYTES) -> None:
         self._enc = encoding(encoding_name)
-        # text -> (tokens, its length): least recently used out past remembered_chars
-        self._counted: LRUCache[str, tuple[int, int]] = LRUCache(
-            maxsize=remembered_chars, getsizeof=_entry_chars)
+        # text -> (tokens, the entry's bytes)
+        self._prompts: LRUCache[str, tuple[int, int]] = LRUCache(
+            maxsize=prompts_bytes, getsizeof=_entry_bytes)
+        self._history: LRUCache[str, tuple[int, int]] = LRUCache(
+            maxsize=history_bytes, getsizeof=_entry_bytes)
 
     def count(self, text: str) -> int:
         return len(self._enc.encode_ordinary(text))
 
-    def count_recurring(self, text: str) -> int:
-        """:meth:`count` for texts that come back turn after turn (a brand's system prompt,
-        a conversation's summary, the history an OpenAI-style client sends with every
-        request): remembered, up to ``remembered_chars`` characters of them in all."""
-        entry = self._counted.get(text)
+    def count_prompt(self, text: str) -> int:
+        """:meth:`count` for a system prompt or a summary: the same text turn after turn."""
+        return self._remembered(self._prompts, text)
+
+    def count_history(self, text: str) -> int:
+        """:meth:`count` for a message of earlier turns that a client sends again with
+        every request (the OpenAI-compatible API is stateless)."""
+        return self._remembered(self._history, text)
+
+    def _remembered(self, cache: LRUCache[str, tuple[int, int]], text: str) -> int:
+        entry = cache.get(text)
         if entry is None:
-            entry = (self.count(text), len(text))
-            if entry[1] <= self._counted.maxsize:  # a larger one is counted, not kept
-                self._counted[text] = entry
+            entry = (self.count(text), sys.getsizeof(text) + ENTRY_OVERHEAD_BYTES)
+            if entry[1] <= cache.maxsize:  # a larger one is counted, not kept
+                cache[text] = entry
         return entry[0]
 
     def count_message(self, message: ChatMessage) -> int:

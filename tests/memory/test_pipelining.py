@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from memory import pipelining
 from memory.pipelining import AutoPipeline
 from memory.redis_client import RedisClient, connect_pipeline_client, connect_redis
 from tests.redis_server import free_port
@@ -428,17 +429,59 @@ async def test_a_connection_closed_while_the_process_was_frozen_is_probed_and_re
 
 
 @pytest.mark.parametrize(("idle_probe_s", "pings"), [(60.0, 0), (0.0, 5)])
-async def test_only_a_long_idle_connection_is_probed(redis_url: str, redis_client: RedisClient,
-                                                     idle_probe_s: float, pings: int) -> None:
+async def test_only_a_long_idle_connection_is_probed(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, idle_probe_s: float,
+        pings: int) -> None:
     client = connect_pipeline_client(redis_url)
     assert client is not None
     pipeline = AutoPipeline(client, hold_connection=True, idle_probe_s=idle_probe_s)
+    connection_class = client.connection_pool.connection_class
+    send_command = connection_class.send_command
+    sent: list[Any] = []
+
+    async def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+        sent.append(args[0])
+        await send_command(self, *args, **kwargs)
+
     try:
         await pipeline.command("ECHO", "connect")
-        await redis_client.config_resetstat()
+        monkeypatch.setattr(connection_class, "send_command", recording)
         for i in range(5):
             assert await pipeline.command("ECHO", str(i)) == str(i).encode()
-        stats = await redis_client.info("commandstats")
-        assert stats.get("cmdstat_ping", {}).get("calls", 0) == pings
+        assert sent.count("PING") == pings
+    finally:
+        await client.aclose()
+
+
+async def test_a_refused_probe_still_shows_the_connection_alive(
+        redis_url: str, redis_client: RedisClient) -> None:
+    """A user whose ACL forbids PING: the error reply is an answer, the batch goes on."""
+    await redis_client.acl_setuser("no-ping", enabled=True, passwords=["+secret"],
+                                   keys=["*"], commands=["+@all", "-ping"], reset=True)
+    client = connect_pipeline_client(redis_url.replace("redis://", "redis://no-ping:secret@"))
+    assert client is not None
+    pipeline = AutoPipeline(client, hold_connection=True, idle_probe_s=0.0)
+    try:
+        first = await pipeline.command("CLIENT", "ID")
+        assert await pipeline.command("ECHO", "after") == b"after"
+        assert await pipeline.command("CLIENT", "ID") == first  # not reopened
+    finally:
+        await client.aclose()
+        await redis_client.acl_deluser("no-ping")
+
+
+async def test_a_probe_without_answer_reopens_the_connection(
+        redis_url: str, redis_client: RedisClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that stopped answering (here: the server pauses its clients longer than
+    the probe waits): the kept connection is given up and a new one carries the batch."""
+    monkeypatch.setattr(pipelining, "PROBE_TIMEOUT_S", 0.1)
+    client = connect_pipeline_client(redis_url)
+    assert client is not None
+    pipeline = AutoPipeline(client, hold_connection=True, idle_probe_s=0.0)
+    try:
+        first = await pipeline.command("CLIENT", "ID")
+        await redis_client.execute_command("CLIENT", "PAUSE", 400, "ALL")
+        assert await pipeline.command("ECHO", "after") == b"after"  # once the pause ends
+        assert await pipeline.command("CLIENT", "ID") != first
     finally:
         await client.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import tiktoken.registry
 
 from memory import tokens
 from memory.tokens import (
+    ENTRY_OVERHEAD_BYTES,
     REPLY_PRIMING_TOKENS,
     TOKENS_PER_MESSAGE,
     TokenCounter,
@@ -73,39 +75,54 @@ def test_count_messages_adds_overhead_per_message_and_reply_priming() -> None:
     assert counter.count_messages([]) == REPLY_PRIMING_TOKENS
 
 
+def _spy(counter: TokenCounter, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts ``counter`` encodes from now on."""
+    encoded: list[str] = []
+    count = counter.count
+
+    def counting(text: str) -> int:
+        encoded.append(text)
+        return count(text)
+
+    monkeypatch.setattr(counter, "count", counting)
+    return encoded
+
+
 def test_recurring_texts_are_counted_once_and_the_same(
         monkeypatch: pytest.MonkeyPatch) -> None:
     counter = TokenCounter()
-    prompts = ["You are terse.", "You are a pirate.", "Answer in French."]
-    expected = [counter.count(p) for p in prompts]
-    assert [counter.count_recurring(p) for p in prompts] == expected
-    encoded: list[str] = []
-    count = counter.count
-
-    def counting(text: str) -> int:
-        encoded.append(text)
-        return count(text)
-
-    monkeypatch.setattr(counter, "count", counting)
-    assert [counter.count_recurring(p) for p in reversed(prompts)] == expected[::-1]
+    prompts = ["You are terse.", "You are a pirate."]
+    history = ["Hi there", "Hello! How can I help?"]
+    expected = [counter.count(t) for t in (*prompts, *history)]
+    assert [*map(counter.count_prompt, prompts), *map(counter.count_history, history)] == (
+        expected)
+    encoded = _spy(counter, monkeypatch)
+    assert [*map(counter.count_prompt, prompts), *map(counter.count_history, history)] == (
+        expected)
     assert encoded == []  # none encoded again
 
 
-def test_recurring_texts_are_bounded_by_their_characters(
+def test_remembered_counts_are_bounded_by_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each entry is its text's size plus a fixed overhead: a bound of three entries of 12
+    characters keeps three, a fourth pushes out the least recently used, and a text over
+    the whole bound is counted without being kept."""
+    entry = sys.getsizeof("a" * 12) + ENTRY_OVERHEAD_BYTES
+    counter = TokenCounter(history_bytes=3 * entry)
+    encoded = _spy(counter, monkeypatch)
+    first, second, third, fourth = ("a" * 12, "b" * 12, "c" * 12, "d" * 12)
+    huge = "e" * (3 * entry)
+    for text in (first, second, third, first, fourth, huge, huge, first, third, second):
+        assert counter.count_history(text) == len(counter._enc.encode_ordinary(text))
+    # fourth pushed out second (first was used again before it); huge is never kept.
+    assert encoded == [first, second, third, fourth, huge, huge, second]
+
+
+def test_a_flow_of_history_never_pushes_out_the_prompts(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    counter = TokenCounter(remembered_chars=30)
-    encoded: list[str] = []
-    count = counter.count
-
-    def counting(text: str) -> int:
-        encoded.append(text)
-        return count(text)
-
-    monkeypatch.setattr(counter, "count", counting)
-    first, second, third = "a" * 12, "b" * 12, "c" * 12  # 36 characters: one must go
-    too_long = "d" * 31
-    for text in (first, second, third, too_long, too_long, third, second, first):
-        assert counter.count_recurring(text) == count(text)
-    # The first was the least recently used when the third came; the one over the whole
-    # bound is never kept; the second and third stayed.
-    assert encoded == [first, second, third, too_long, too_long, first]
+    counter = TokenCounter(prompts_bytes=4096, history_bytes=4096)
+    counter.count_prompt("You are the brand's assistant.")
+    for i in range(1000):  # far more history than its cache holds
+        counter.count_history(f"message {i} of a long conversation")
+    encoded = _spy(counter, monkeypatch)
+    counter.count_prompt("You are the brand's assistant.")
+    assert encoded == []
