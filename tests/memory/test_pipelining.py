@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import select
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,12 +260,9 @@ def test_embedded_and_cluster_urls_need_no_pipeline_client_of_their_own() -> Non
 @pytest.mark.parametrize("hold", [True, False], ids=["held", "pooled"])
 async def test_a_batch_that_outlives_its_bound_fails_its_calls_then_the_pipeline_recovers(
         redis_url: str, hold: bool) -> None:
-    client = connect_pipeline_client(redis_url)
-    assert client is not None
-    runner = AutoPipeline(client, timeout_s=0.2, hold_connection=hold)
-    spin = runner.register(_SPIN)
-    fine = runner.register("return ARGV[1]")
-    try:
+    async with pipeline_on(redis_url, timeout_s=0.2, hold_connection=hold) as (client, runner):
+        spin = runner.register(_SPIN)
+        fine = runner.register("return ARGV[1]")
         assert await runner.run(spin, [], [1]) == 1  # loaded, and quick enough
         outcomes = await asyncio.gather(runner.run(spin, [], [600]),
                                         runner.run(fine, [], ["x"]), return_exceptions=True)
@@ -273,27 +271,20 @@ async def test_a_batch_that_outlives_its_bound_fails_its_calls_then_the_pipeline
         await wait_for_idle_server(client)
         assert await asyncio.gather(*(runner.run(fine, [], [i]) for i in range(20))) == [
             str(i).encode() for i in range(20)]
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.parametrize("hold", [True, False], ids=["held", "pooled"])
 async def test_a_script_rerun_after_noscript_is_bounded_too(redis_url: str, hold: bool) -> None:
     """The server lost its scripts (a restart, SCRIPT FLUSH): the load and the rerun that
     follow are bounded like the batch, or a stalled server would hold the flusher."""
-    client = connect_pipeline_client(redis_url)
-    assert client is not None
-    runner = AutoPipeline(client, timeout_s=0.2, hold_connection=hold)
-    spin = runner.register(_SPIN)
-    fine = runner.register("return ARGV[1]")
-    try:
+    async with pipeline_on(redis_url, timeout_s=0.2, hold_connection=hold) as (client, runner):
+        spin = runner.register(_SPIN)
+        fine = runner.register("return ARGV[1]")
         await client.script_flush()
         with pytest.raises(RedisTimeoutError):
             await runner.run(spin, [], [600])  # NOSCRIPT, loaded, rerun: spins past 0.2 s
         await wait_for_idle_server(client)
         assert await runner.run(fine, [], ["after"]) == b"after"
-    finally:
-        await client.aclose()
 
 
 async def wait_for_idle_server(client: RedisClient) -> None:
@@ -306,57 +297,14 @@ async def wait_for_idle_server(client: RedisClient) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_a_kept_connection_serves_every_batch(redis_url: str) -> None:
-    client = connect_pipeline_client(redis_url)
+@asynccontextmanager
+async def pipeline_on(url: str, **options: Any
+                      ) -> AsyncIterator[tuple[RedisClient, AutoPipeline]]:
+    """The runtime's pipeline client of ``url`` (closed after) and an auto-pipeline on it."""
+    client = connect_pipeline_client(url)
     assert client is not None
-    pipeline = AutoPipeline(client, hold_connection=True)
     try:
-        ids = [await pipeline.command("CLIENT", "ID") for _ in range(5)]
-        bursts = [await asyncio.gather(*(pipeline.command("CLIENT", "ID") for _ in range(50)))
-                  for _ in range(3)]
-        assert {*ids, *(i for burst in bursts for i in burst)} == {ids[0]}
-        assert in_use(client) == 1  # taken from the pool once, never given back between
-    finally:
-        await client.aclose()
-
-
-async def test_a_dropped_kept_connection_is_opened_again(redis_url: str,
-                                                         redis_client: RedisClient) -> None:
-    client = connect_pipeline_client(redis_url)
-    assert client is not None
-    pipeline = AutoPipeline(client, hold_connection=True)
-    try:
-        first = await pipeline.command("CLIENT", "ID")
-        assert await redis_client.client_kill_filter(_id=first) == 1
-        [kept] = held(pipeline)  # idle between batches; the server's close reaches it
-        async with asyncio.timeout(5):  # nothing was sent to it: it reads the EOF only
-            assert await kept._reader.read(1) == b""  # type: ignore[attr-defined]
-        assert await pipeline.command("ECHO", "after") == b"after"  # reopened, not failed
-        assert await pipeline.command("CLIENT", "ID") != first
-    finally:
-        await client.aclose()
-
-
-async def test_a_burst_is_one_write_on_the_kept_connection(
-        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    client = connect_pipeline_client(redis_url)
-    assert client is not None
-    pipeline = AutoPipeline(client, hold_connection=True)
-    writes = 0
-    connection_class = client.connection_pool.connection_class
-    send = connection_class.send_packed_command
-
-    async def counting(self: Any, command: Any, check_health: bool = True) -> None:
-        nonlocal writes
-        writes += 1
-        await send(self, command, check_health)
-
-    try:
-        await pipeline.command("PING")  # connected (connecting sends commands of its own)
-        monkeypatch.setattr(connection_class, "send_packed_command", counting)
-        replies = await asyncio.gather(*(pipeline.command("ECHO", str(i)) for i in range(200)))
-        assert replies == [str(i).encode() for i in range(200)]
-        assert writes == 1
+        yield client, AutoPipeline(client, **options)
     finally:
         await client.aclose()
 
@@ -371,38 +319,80 @@ def in_use(client: RedisClient) -> int:
     return len(client.connection_pool._in_use_connections)  # type: ignore[attr-defined]
 
 
+async def close_kept_connection(pipeline: AutoPipeline, redis_client: RedisClient
+                                ) -> tuple[Any, Any]:
+    """The server closes the pipeline's kept connection while it is idle; returns that
+    connection, once its close has been read, and the id it had."""
+    first = await pipeline.command("CLIENT", "ID")
+    [kept] = held(pipeline)
+    assert await redis_client.client_kill_filter(_id=first) == 1
+    async with asyncio.timeout(5):  # nothing was sent to it: it reads the EOF only
+        assert await kept._reader.read(1) == b""  # type: ignore[attr-defined]
+    return kept, first
+
+
+async def test_a_kept_connection_serves_every_batch(redis_url: str) -> None:
+    async with pipeline_on(redis_url, hold_connection=True) as (client, pipeline):
+        ids = [await pipeline.command("CLIENT", "ID") for _ in range(5)]
+        bursts = [await asyncio.gather(*(pipeline.command("CLIENT", "ID") for _ in range(50)))
+                  for _ in range(3)]
+        assert {*ids, *(i for burst in bursts for i in burst)} == {ids[0]}
+        assert in_use(client) == 1  # taken from the pool once, never given back between
+
+
+async def test_a_dropped_kept_connection_is_opened_again(redis_url: str,
+                                                         redis_client: RedisClient) -> None:
+    async with pipeline_on(redis_url, hold_connection=True) as (_, pipeline):
+        _, first = await close_kept_connection(pipeline, redis_client)
+        assert await pipeline.command("ECHO", "after") == b"after"  # reopened, not failed
+        assert await pipeline.command("CLIENT", "ID") != first
+
+
+async def test_a_burst_is_one_write_on_the_kept_connection(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with pipeline_on(redis_url, hold_connection=True) as (client, pipeline):
+        writes = 0
+        connection_class = client.connection_pool.connection_class
+        send = connection_class.send_packed_command
+
+        async def counting(self: Any, command: Any, check_health: bool = True) -> None:
+            nonlocal writes
+            writes += 1
+            await send(self, command, check_health)
+
+        await pipeline.command("PING")  # connected (connecting sends commands of its own)
+        monkeypatch.setattr(connection_class, "send_packed_command", counting)
+        replies = await asyncio.gather(*(pipeline.command("ECHO", str(i)) for i in range(200)))
+        assert replies == [str(i).encode() for i in range(200)]
+        assert writes == 1
+
+
 async def test_a_bound_that_fires_while_a_closed_connection_is_reopened_leaks_nothing(
         redis_url: str, redis_client: RedisClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """The batch's bound fires while a kept connection is being disconnected (its close
     stalls): the connection stays kept, and the pool lends no second one."""
-    client = connect_pipeline_client(redis_url)
-    assert client is not None
-    pipeline = AutoPipeline(client, hold_connection=True, timeout_s=0.2)
-    connection_class = client.connection_pool.connection_class
-    disconnect = connection_class.disconnect
-    stall = asyncio.Event()
+    async with pipeline_on(redis_url, hold_connection=True, timeout_s=0.2) as (client,
+                                                                               pipeline):
+        connection_class = client.connection_pool.connection_class
+        disconnect = connection_class.disconnect
+        stall = asyncio.Event()
 
-    async def stalling(self: Any, *args: Any, **kwargs: Any) -> None:
-        await stall.wait()
-        await disconnect(self, *args, **kwargs)
+        async def stalling(self: Any, *args: Any, **kwargs: Any) -> None:
+            await stall.wait()
+            await disconnect(self, *args, **kwargs)
 
-    try:
-        first = await pipeline.command("CLIENT", "ID")
-        [kept] = held(pipeline)
-        assert await redis_client.client_kill_filter(_id=first) == 1
-        async with asyncio.timeout(5):  # nothing was sent to it: it reads the EOF only
-            assert await kept._reader.read(1) == b""  # type: ignore[attr-defined]
-        monkeypatch.setattr(connection_class, "disconnect", stalling)
-        with pytest.raises(RedisTimeoutError):
-            await pipeline.command("ECHO", "stalled")
-        assert held(pipeline) == [kept] and in_use(client) == 1
-        stall.set()
-        monkeypatch.setattr(connection_class, "disconnect", disconnect)
-        assert await pipeline.command("ECHO", "after") == b"after"
-        assert held(pipeline) == [kept] and in_use(client) == 1
-    finally:
-        stall.set()
-        await client.aclose()
+        try:
+            kept, _ = await close_kept_connection(pipeline, redis_client)
+            monkeypatch.setattr(connection_class, "disconnect", stalling)
+            with pytest.raises(RedisTimeoutError):
+                await pipeline.command("ECHO", "stalled")
+            assert held(pipeline) == [kept] and in_use(client) == 1
+            stall.set()
+            monkeypatch.setattr(connection_class, "disconnect", disconnect)
+            assert await pipeline.command("ECHO", "after") == b"after"
+            assert held(pipeline) == [kept] and in_use(client) == 1
+        finally:
+            stall.set()
 
 
 async def test_a_connection_closed_while_the_process_was_frozen_is_probed_and_reopened(
@@ -410,47 +400,41 @@ async def test_a_connection_closed_while_the_process_was_frozen_is_probed_and_re
     """The server closes a kept connection while the event loop cannot run (a Lambda
     between invocations; here the test blocks the loop): the close is in the socket but
     unseen. After a long idle the connection is PINGed first, and reopened."""
-    client = connect_pipeline_client(redis_url)
-    assert client is not None
-    pipeline = AutoPipeline(client, hold_connection=True, idle_probe_s=0.0)
     killer = redis.Redis.from_url(redis_url)  # a blocking client: the loop does not run
     try:
-        first = await pipeline.command("CLIENT", "ID")
-        [kept] = held(pipeline)
-        socket = kept._writer.transport.get_extra_info("socket")  # type: ignore[attr-defined]
-        assert killer.client_kill_filter(_id=first) == 1
-        readable, _, _ = select.select([socket.fileno()], [], [], 5)  # the FIN has arrived
-        assert readable and not kept._reader.at_eof()  # type: ignore[attr-defined]
-        assert await pipeline.command("ECHO", "after") == b"after"  # not a failed batch
-        assert await pipeline.command("CLIENT", "ID") != first
+        async with pipeline_on(redis_url, hold_connection=True, idle_probe_s=0.0) as (
+                _, pipeline):
+            first = await pipeline.command("CLIENT", "ID")
+            [kept] = held(pipeline)
+            socket = kept._writer.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+            assert killer.client_kill_filter(_id=first) == 1
+            readable, _, _ = select.select([socket.fileno()], [], [], 5)  # the FIN arrived
+            assert readable and not kept._reader.at_eof()  # type: ignore[attr-defined]
+            assert await pipeline.command("ECHO", "after") == b"after"  # not a failed batch
+            assert await pipeline.command("CLIENT", "ID") != first
     finally:
         killer.close()
-        await client.aclose()
 
 
 @pytest.mark.parametrize(("idle_probe_s", "pings"), [(60.0, 0), (0.0, 5)])
 async def test_only_a_long_idle_connection_is_probed(
         redis_url: str, monkeypatch: pytest.MonkeyPatch, idle_probe_s: float,
         pings: int) -> None:
-    client = connect_pipeline_client(redis_url)
-    assert client is not None
-    pipeline = AutoPipeline(client, hold_connection=True, idle_probe_s=idle_probe_s)
-    connection_class = client.connection_pool.connection_class
-    send_command = connection_class.send_command
-    sent: list[Any] = []
+    async with pipeline_on(redis_url, hold_connection=True, idle_probe_s=idle_probe_s) as (
+            client, pipeline):
+        connection_class = client.connection_pool.connection_class
+        send_command = connection_class.send_command
+        sent: list[Any] = []
 
-    async def recording(self: Any, *args: Any, **kwargs: Any) -> None:
-        sent.append(args[0])
-        await send_command(self, *args, **kwargs)
+        async def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+            sent.append(args[0])
+            await send_command(self, *args, **kwargs)
 
-    try:
         await pipeline.command("ECHO", "connect")
         monkeypatch.setattr(connection_class, "send_command", recording)
         for i in range(5):
             assert await pipeline.command("ECHO", str(i)) == str(i).encode()
         assert sent.count("PING") == pings
-    finally:
-        await client.aclose()
 
 
 async def test_a_refused_probe_still_shows_the_connection_alive(
@@ -458,15 +442,13 @@ async def test_a_refused_probe_still_shows_the_connection_alive(
     """A user whose ACL forbids PING: the error reply is an answer, the batch goes on."""
     await redis_client.acl_setuser("no-ping", enabled=True, passwords=["+secret"],
                                    keys=["*"], commands=["+@all", "-ping"], reset=True)
-    client = connect_pipeline_client(redis_url.replace("redis://", "redis://no-ping:secret@"))
-    assert client is not None
-    pipeline = AutoPipeline(client, hold_connection=True, idle_probe_s=0.0)
     try:
-        first = await pipeline.command("CLIENT", "ID")
-        assert await pipeline.command("ECHO", "after") == b"after"
-        assert await pipeline.command("CLIENT", "ID") == first  # not reopened
+        async with pipeline_on(redis_url.replace("redis://", "redis://no-ping:secret@"),
+                               hold_connection=True, idle_probe_s=0.0) as (_, pipeline):
+            first = await pipeline.command("CLIENT", "ID")
+            assert await pipeline.command("ECHO", "after") == b"after"
+            assert await pipeline.command("CLIENT", "ID") == first  # not reopened
     finally:
-        await client.aclose()
         await redis_client.acl_deluser("no-ping")
 
 
@@ -475,13 +457,9 @@ async def test_a_probe_without_answer_reopens_the_connection(
     """A peer that stopped answering (here: the server pauses its clients longer than
     the probe waits): the kept connection is given up and a new one carries the batch."""
     monkeypatch.setattr(pipelining, "PROBE_TIMEOUT_S", 0.1)
-    client = connect_pipeline_client(redis_url)
-    assert client is not None
-    pipeline = AutoPipeline(client, hold_connection=True, idle_probe_s=0.0)
-    try:
+    async with pipeline_on(redis_url, hold_connection=True, idle_probe_s=0.0) as (
+            _, pipeline):
         first = await pipeline.command("CLIENT", "ID")
         await redis_client.execute_command("CLIENT", "PAUSE", 400, "ALL")
         assert await pipeline.command("ECHO", "after") == b"after"  # once the pause ends
         assert await pipeline.command("CLIENT", "ID") != first
-    finally:
-        await client.aclose()
