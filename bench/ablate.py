@@ -74,8 +74,8 @@ PARTS = [
          "        key = None\n"),
     )),
     Part("gate", "the budget gate: rate check, reserve and settle", (
-        ("gateway/service.py", "            self._gate.check_rate(principal, brand),",
-         "            asyncio.sleep(0),"),
+        ("gateway/service.py", "        rate = self._gate.check_rate(principal, brand)",
+         "        rate = asyncio.sleep(0)"),
         ("gateway/service.py",
          """        return asyncio.ensure_future(self._gate.admit(
             state.principal, turn.brand, turn.plan, conversation_id=state.conversation_id,

@@ -55,6 +55,8 @@ NO_PLATFORM_HEADERS = cast(Mapping[str, str], dict.fromkeys(
      "X-Stainless-Runtime", "X-Stainless-Runtime-Version", "X-Stainless-Async"),
     openai.omit))
 
+MAX_HEADER_TEMPLATES = 16  # header sets an SDK client keeps (one per retry count, in use)
+
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop",
     "function_call": "stop",
@@ -161,6 +163,30 @@ class _SDKClient(openai.AsyncOpenAI):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._parsed_urls: dict[str, httpx2.URL] = {}
+        self._header_templates: dict[tuple[Any, ...], httpx2.Headers] = {}
+
+    def _build_headers(self, options: FinalRequestOptions, *,
+                       retries_taken: int = 0) -> httpx2.Headers:
+        """A copy of the headers the SDK built for the first such request: for a request
+        with no headers, timeout or idempotency header of its own (every request of a
+        provider), they depend only on the client (its default and auth headers, its
+        timeout), the request's security options and the retry count, and the SDK merges
+        and validates them anew every time (about 30 µs a request). A key provider, a
+        provider runtime or a request of any other kind goes the SDK's way."""
+        if (options.headers or not isinstance(options.timeout, openai.NotGiven)
+                or (options.idempotency_key and self._idempotency_header)
+                or not isinstance(self.api_key, str)
+                or getattr(self, "_api_key_provider", None) is not None
+                or getattr(self, "_provider_runtime", None) is not None):
+            return super()._build_headers(options, retries_taken=retries_taken)
+        key = (retries_taken, self.api_key, getattr(self, "admin_api_key", None),
+               tuple(options.security.items()))
+        template = self._header_templates.get(key)
+        if template is None:
+            template = super()._build_headers(options, retries_taken=retries_taken)
+            if len(self._header_templates) < MAX_HEADER_TEMPLATES:
+                self._header_templates[key] = template
+        return template.copy()
 
     @property
     def user_agent(self) -> str:  # the SDK's own (it names the client's class)

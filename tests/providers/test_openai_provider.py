@@ -81,6 +81,33 @@ async def test_no_platform_telemetry_headers(provider: Provider,
     assert call.headers["user-agent"].startswith("AsyncOpenAI/Python")
 
 
+async def test_headers_come_from_one_template_per_client_setting(
+        provider: Provider, openai_fake: FakeUpstream) -> None:
+    """Every request carries the headers the SDK built for the first (a copy: changing one
+    request's headers changes no other); a new API key makes a new set, and a request
+    with headers of its own is built by the SDK itself."""
+    assert isinstance(provider, OpenAIProvider)
+    sdk = provider._client
+    [_ async for _ in provider.stream(CONVERSATION)]
+    options = provider._completions.model_copy(update={"content": b"{}"})
+    sdk._build_headers(options)["X-Changed"] = "by one request"
+    [_ async for _ in provider.stream(replace(CONVERSATION, request_id="turn-2"))]
+    first, second = openai_fake.requests
+    assert second.headers == {**first.headers, "content-length": second.headers[
+        "content-length"]}
+    assert "x-changed" not in second.headers
+
+    sdk.api_key = "sk-rotated"
+    [_ async for _ in provider.stream(CONVERSATION)]
+    assert openai_fake.requests[-1].headers["authorization"] == "Bearer sk-rotated"
+
+    own = options.model_copy(update={"headers": {"X-Request-Own": "yes"}})
+    built = sdk._build_headers(own)
+    assert built["x-request-own"] == "yes"
+    assert built["authorization"] == "Bearer sk-rotated"
+    assert "x-request-own" not in sdk._build_headers(options)
+
+
 async def test_retry_after_is_read(provider: Provider, openai_fake: FakeUpstream) -> None:
     openai_fake.script(status(429, retry_after=0.75))
     with pytest.raises(ProviderRateLimited) as caught:
