@@ -40,6 +40,7 @@ from gateway.summaries import Summarizer
 from memory.context import AssembledContext, ContextTooLarge, assemble_context
 from memory.conversations import ConversationStore, LoadedConversation
 from memory.ids import random_hex
+from memory.pipelining import together
 from memory.preferences import PreferenceStore, preferences_prompt
 from memory.records import StoredMessage, TurnRecord
 from memory.response_cache import CachedAnswer, CacheKey, Flight, ResponseCache
@@ -199,9 +200,9 @@ class ChatService:
         prefs_read = self._preferences.get(brand.name, principal.user_id)
         if frame.conversation_id is None:  # a new conversation: nothing to load
             loaded = self._conversations.start(principal.brand, principal.user_id)
-            _, prefs = await asyncio.gather(rate, prefs_read)
-        else:  # independent round trips at once
-            _, loaded, prefs = await asyncio.gather(
+            _, prefs = await together(rate, prefs_read)
+        else:  # independent calls at once: one round trip
+            _, loaded, prefs = await together(
                 rate, self._load_conversation(principal, frame.conversation_id), prefs_read)
         state.conversation_id, state.new_conversation = loaded.conversation_id, loaded.is_new
         state.mark("conversation")
@@ -241,7 +242,7 @@ class ChatService:
             ending.append(self._record(state, turn.loaded, turn.plan))
         if lead is not None:
             ending.append(self._publish(state, turn, *lead))
-        for outcome in await asyncio.gather(*ending, return_exceptions=True):
+        for outcome in await together(*ending, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
         state.mark("record")

@@ -9,12 +9,12 @@ the caller sends ``done``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from memory.hot import HotMemory, is_conversation_id, new_conversation_id
+from memory.pipelining import together
 from memory.records import StoredMessage, TurnRecord
 from memory.warm.base import HistoryStore
 
@@ -82,7 +82,7 @@ class ConversationStore:
 
     async def record(self, conversation: LoadedConversation, turn: TurnRecord) -> None:
         messages: Sequence[StoredMessage] = (turn.user_message, turn.assistant_message)
-        await asyncio.gather(  # independent: concurrent calls share one Redis round trip
+        await together(  # independent: concurrent calls share one Redis round trip
             self._hot.store(conversation.brand, conversation.conversation_id,
                             conversation.owner, messages, touch_session=True),
             self._journal.append(turn))

@@ -272,6 +272,44 @@ class AutoPipeline:
                 f"Redis did not answer {what} within {self._timeout_s} s") from None
 
 
+async def together(first: Awaitable[Any], *rest: Awaitable[Any],
+                   return_exceptions: bool = False) -> list[Any]:
+    """``asyncio.gather`` for calls whose Redis commands should share one round trip, with
+    one task fewer and without gather's machinery: each of ``rest`` starts in a task of
+    its own, then ``first`` runs in the caller's task; every call queues its command
+    before the batch leaves, as with gather. Measured side by side: see bench/README.md.
+
+    As gather: the results in order; the first error raised (the others left to run,
+    their errors retrieved), or, with ``return_exceptions``, every error in its place;
+    cancelling the caller cancels the calls still running. Unlike gather, an error of one
+    of ``rest`` is raised once ``first`` has finished (it runs inline)."""
+    tasks = [asyncio.ensure_future(awaitable) for awaitable in rest]
+    results: list[Any] = []
+    try:
+        for call in (first, *tasks):
+            try:
+                results.append(await call)
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                results.append(exc)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        raise
+    except BaseException:
+        for task in tasks:
+            task.add_done_callback(_retrieve)
+        raise
+    return results
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a task's error as seen (its caller has raised another)."""
+    if not task.cancelled():
+        task.exception()
+
+
 async def _reopen_if_closed(connection: AbstractConnection, *, probe: bool) -> None:
     """Disconnect a kept connection that the server closed while it sat idle (a restart,
     a failover, an idle timeout), or that holds bytes nobody asked for: the send reopens

@@ -1,0 +1,114 @@
+"""``together``: independent calls at once, their Redis commands in one round trip, with
+gather's results, errors and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.exceptions import ResponseError
+
+from memory.pipelining import AutoPipeline, together
+from memory.redis_client import RedisClient, connect_pipeline_client
+
+
+@pytest.fixture
+async def pipeline_client(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = connect_pipeline_client(redis_url)
+    assert client is not None
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def writes(pipeline_client: RedisClient, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many writes the pipeline's connections make (one entry each)."""
+    made: list[int] = []
+    connection_class = pipeline_client.connection_pool.connection_class
+    send = connection_class.send_packed_command
+
+    async def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        made.append(1)
+        await send(self, command, check_health)
+
+    monkeypatch.setattr(connection_class, "send_packed_command", counting)
+    return made
+
+
+async def _echo_upper(pipeline: AutoPipeline, text: str) -> str:
+    """A call with work after its reply, as the service's are."""
+    reply = await pipeline.command("ECHO", text)
+    return bytes(reply).decode().upper()
+
+
+async def test_calls_together_share_one_write_and_keep_their_order(
+        pipeline_client: RedisClient, writes: list[int]) -> None:
+    pipeline = AutoPipeline(pipeline_client, hold_connection=True)
+    await pipeline.command("PING")  # connected: connecting writes commands of its own
+    writes.clear()
+    results = await together(_echo_upper(pipeline, "a"), _echo_upper(pipeline, "b"),
+                             pipeline.command("ECHO", "c"))
+    assert results == ["A", "B", b"c"]
+    assert len(writes) == 1
+    writes.clear()
+    one_by_one = [await _echo_upper(pipeline, text) for text in "ab"]  # what it saves
+    assert one_by_one == ["A", "B"] and len(writes) == 2
+
+
+async def test_the_first_error_is_raised_and_the_other_calls_finish_unharmed(
+        redis_client: RedisClient) -> None:
+    pipeline = AutoPipeline(redis_client)
+    await redis_client.set("{t}:text", "not a number")
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        before = asyncio.all_tasks()
+        with pytest.raises(ResponseError):
+            await together(pipeline.command("INCR", "{t}:text"),
+                           pipeline.command("SET", "{t}:after", "1"),
+                           pipeline.command("HGET", "{t}:text", "f"))  # fails as well
+        left = asyncio.all_tasks() - before
+        assert left  # the other calls were left to run, as gather leaves them
+        await asyncio.wait(left)
+        del left
+        assert await redis_client.get("{t}:after") == b"1"
+        gc.collect()  # an error nobody retrieved is reported when its task is freed
+        assert not [c for c in reported if "never retrieved" in str(c.get("message"))]
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_with_return_exceptions_every_outcome_is_in_its_place(
+        redis_client: RedisClient) -> None:
+    pipeline = AutoPipeline(redis_client)
+    await redis_client.set("{t}:text", "not a number")
+    ok, failed, last = await together(
+        pipeline.command("ECHO", "x"), pipeline.command("INCR", "{t}:text"),
+        pipeline.command("ECHO", "y"), return_exceptions=True)
+    assert (ok, last) == (b"x", b"y")
+    assert isinstance(failed, ResponseError)
+
+
+async def test_cancelling_the_caller_cancels_the_calls_still_running() -> None:
+    cancelled: list[str] = []
+    started = asyncio.Event()
+
+    async def waits_forever(name: str) -> None:
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            raise
+
+    caller = asyncio.create_task(together(waits_forever("first"), waits_forever("second"),
+                                          waits_forever("third")))
+    await started.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert sorted(cancelled) == ["first", "second", "third"]
