@@ -463,3 +463,21 @@ async def test_a_probe_without_answer_reopens_the_connection(
         await redis_client.execute_command("CLIENT", "PAUSE", 400, "ALL")
         assert await pipeline.command("ECHO", "after") == b"after"  # once the pause ends
         assert await pipeline.command("CLIENT", "ID") != first
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_a_batch_of_replies_larger_than_one_read_comes_back_whole(
+        redis_url: str, protocol: int) -> None:
+    """Replies are taken from the connection's hiredis reader as the bytes arrive (RESP2),
+    or read one by one by redis-py (RESP3, whose push messages it handles): either way a
+    batch spanning many socket reads, with an error reply inside, comes back in order."""
+    async with pipeline_on(f"{redis_url}?protocol={protocol}",
+                           hold_connection=True) as (client, pipeline):
+        await client.set("{t}:text", "not a number")
+        big = [f"{i:04d}" + "x" * 20_000 for i in range(40)]  # 800 kB of replies
+        calls = [pipeline.command("ECHO", text) for text in big]
+        calls.insert(20, pipeline.command("INCR", "{t}:text"))
+        replies = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(replies.pop(20), ResponseError)
+        assert replies == [text.encode() for text in big]
+        assert await pipeline.command("HGETALL", "{t}:none") == {}  # callbacks still apply
