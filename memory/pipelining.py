@@ -25,10 +25,8 @@ closed (redis-py drops a connection whose read was interrupted), as a reply time
 With ``hold_connection`` (a real server's client, as the runtime makes it), a batch goes out
 on a connection the pipeline keeps between batches, with redis-py's pipeline protocol and
 nothing around it: the connection checked first (reopened if the server closed it while it
-was idle), every command packed into one write, then each reply read (straight from the
-connection's hiredis reader as the bytes arrive, on RESP2: redis-py's per-reply
-``read_response`` measured 1 % of a turn's CPU) and passed through the client's response
-callback, retried as redis-py retries a pipeline (the connection's
+was idle), every command packed into one write, then each reply read and passed through
+the client's response callback, retried as redis-py retries a pipeline (the connection's
 ``Retry``: none unless configured; a retried batch is sent whole again, scripts that ran
 included, as redis-py's would be). redis-py's ``Pipeline`` object adds a pool checkout and
 release, its command stack, observability hooks and per-command checks: measured against a
@@ -59,12 +57,6 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from memory.redis_client import RedisClient
-
-try:  # redis-py's hiredis parser, whose reader a batch's replies are taken from
-    from redis._parsers.hiredis import NOT_ENOUGH_DATA
-    from redis._parsers.hiredis import _AsyncHiredisParser as _HiredisParser
-except ImportError:  # another layout of redis-py: every reply through read_response
-    _HiredisParser = None  # type: ignore[assignment,misc]
 
 Command = tuple[Any, ...]
 IDLE_PROBE_S = 10.0  # a kept connection idle this long is PINGed before its next batch
@@ -236,15 +228,11 @@ class AutoPipeline:
         callbacks = self.redis.response_callbacks
         replies: list[Any] = []
         try:
-            parser = getattr(connection, "_parser", None)
-            if (_HiredisParser is not None and isinstance(parser, _HiredisParser)
-                    and str(connection.protocol) != "3"):
-                raw = await _hiredis_replies(parser, len(commands))
-            else:
-                raw = [await _reply(connection) for _ in commands]
-            for command, reply in zip(commands, raw, strict=True):
-                if isinstance(reply, ResponseError):  # an error reply: the connection is fine
-                    replies.append(reply)
+            for command in commands:
+                try:
+                    reply = await connection.read_response()
+                except ResponseError as exc:  # an error reply: the connection is fine
+                    replies.append(exc)
                     continue
                 callback = callbacks.get(command[0])
                 replies.append(reply if callback is None else callback(reply))
@@ -342,42 +330,6 @@ async def _reopen_if_closed(connection: AbstractConnection, *, probe: bool) -> N
         stale = True
     if stale:
         await connection.disconnect(nowait=True)
-
-
-async def _reply(connection: AbstractConnection) -> Any:
-    """One reply through redis-py's own read, an error reply as its exception (returned)."""
-    try:
-        return await connection.read_response()
-    except ResponseError as exc:
-        return exc
-
-
-async def _hiredis_replies(parser: Any, count: int) -> list[Any]:
-    """The next ``count`` replies straight from the connection's hiredis reader, fed as
-    the bytes arrive: what ``read_response`` returns for each, without its per-reply work
-    (its timeout, error and push-message handling, none of which a RESP2 batch on a
-    connection read only here needs; a reply error comes back as its exception, unraised,
-    as hiredis makes it). A lost connection raises redis-py's ``ConnectionError``."""
-    reader = parser._reader
-    if not parser._connected or reader is None:
-        raise RedisConnectionError("Connection closed by server.")
-    replies: list[Any] = []
-    while True:
-        while len(replies) < count:
-            reply = reader.gets()
-            if reply is NOT_ENOUGH_DATA:
-                break
-            if isinstance(reply, RedisConnectionError):  # as read_response raises them
-                raise reply
-            if isinstance(reply, list) and reply and isinstance(reply[0], RedisConnectionError):
-                raise reply[0]
-            replies.append(reply)
-        else:
-            return replies
-        try:
-            await parser.read_from_socket()
-        except OSError as exc:
-            raise RedisConnectionError(f"Error while reading from Redis: {exc}") from exc
 
 
 def _resolve(reply: asyncio.Future[Any], outcome: Any) -> None:

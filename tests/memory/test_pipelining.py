@@ -468,9 +468,8 @@ async def test_a_probe_without_answer_reopens_the_connection(
 @pytest.mark.parametrize("protocol", [2, 3])
 async def test_a_batch_of_replies_larger_than_one_read_comes_back_whole(
         redis_url: str, protocol: int) -> None:
-    """Replies are taken from the connection's hiredis reader as the bytes arrive (RESP2),
-    or read one by one by redis-py (RESP3, whose push messages it handles): either way a
-    batch spanning many socket reads, with an error reply inside, comes back in order."""
+    """A batch whose replies span many socket reads, with an error reply inside, comes
+    back in order, on RESP2 and on RESP3 (redis-py 8's default)."""
     async with pipeline_on(f"{redis_url}?protocol={protocol}",
                            hold_connection=True) as (client, pipeline):
         await client.set("{t}:text", "not a number")
@@ -481,3 +480,16 @@ async def test_a_batch_of_replies_larger_than_one_read_comes_back_whole(
         assert isinstance(replies.pop(20), ResponseError)
         assert replies == [text.encode() for text in big]
         assert await pipeline.command("HGETALL", "{t}:none") == {}  # callbacks still apply
+
+
+async def test_a_push_message_inside_a_batch_is_not_taken_for_a_reply(redis_url: str) -> None:
+    """RESP3: the server may push a message between a batch's replies (here the
+    invalidation of a key this connection tracks, which the batch itself changes); every
+    call still gets its own reply."""
+    async with pipeline_on(f"{redis_url}?protocol=3", hold_connection=True) as (_, pipeline):
+        await pipeline.command("CLIENT", "TRACKING", "ON")
+        await pipeline.command("GET", "{t}:tracked")  # now tracked by this connection
+        replies = await asyncio.gather(pipeline.command("SET", "{t}:tracked", "changed"),
+                                       pipeline.command("ECHO", "after"),
+                                       pipeline.command("GET", "{t}:tracked"))
+        assert replies == [True, b"after", b"changed"]
