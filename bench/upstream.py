@@ -3,7 +3,11 @@
 ``POST /v1/chat/completions`` answers ``stream: true`` with Server-Sent Events exactly as
 OpenAI shapes them (a role chunk, one chunk per token, a finish chunk, a usage chunk with
 ``choices: []`` when ``stream_options.include_usage``, then ``data: [DONE]``) and
-``stream: false`` with one ``chat.completion`` body. How it answers is a *profile*:
+``stream: false`` with one ``chat.completion`` body. ``POST /v1/messages`` answers an
+Anthropic Messages request (always streamed) with the events Anthropic sends, in their
+order (``message_start`` with the input tokens, ``content_block_start``, ``ping``, one
+``content_block_delta`` per token, ``content_block_stop``, ``message_delta`` with the stop
+reason and output tokens, ``message_stop``). How it answers is a *profile*:
 
     tokens      content deltas per answer
     ttft_ms     delay before the first content delta (headers and the role chunk go at once)
@@ -76,6 +80,49 @@ class Answers:
                                              "finish_reason": finish}]}
 
 
+def _event(name: str, payload: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+class AnthropicAnswers:
+    """Pre-encoded Anthropic stream events per (model, profile)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, Profile], tuple[bytes, list[bytes]]] = {}
+
+    def chunks(self, model: str, profile: Profile) -> tuple[bytes, list[bytes]]:
+        """The opening (``message_start`` to ``ping``, input tokens to fill in as
+        ``{input}``) and one ``content_block_delta`` per token."""
+        key = (model, profile)
+        if key not in self._cache:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            message = {"id": "msg_bench", "type": "message", "role": "assistant",
+                       "content": [], "model": model, "stop_reason": None,
+                       "stop_sequence": None,
+                       "usage": {"input_tokens": 999999, "output_tokens": 1}}
+            opening = (_event("message_start", {"type": "message_start", "message": message})
+                       + _event("content_block_start", {
+                           "type": "content_block_start", "index": 0,
+                           "content_block": {"type": "text", "text": ""}})
+                       + _event("ping", {"type": "ping"}))
+            deltas = [_event("content_block_delta", {
+                "type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": f" {WORDS[i % len(WORDS)]}"}})
+                for i in range(profile.tokens)]
+            self._cache[key] = opening, deltas
+        return self._cache[key]
+
+    @staticmethod
+    def closing(output_tokens: int) -> bytes:
+        return (_event("content_block_stop", {"type": "content_block_stop", "index": 0})
+                + _event("message_delta", {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": output_tokens}})
+                + _event("message_stop", {"type": "message_stop"}))
+
+
 def prompt_tokens(body: dict[str, Any]) -> int:
     """A cheap estimate (4 characters a token) of the prompt: the usage chunk reports it."""
     chars = 0
@@ -90,12 +137,14 @@ class Upstream:
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
         self.answers = Answers()
+        self.anthropic = AnthropicAnswers()
         self.requests = 0
         self.streams_open = 0
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.completions)
+        app.router.add_post("/v1/messages", self.messages)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/bench/profile", self.set_profile)
         app.router.add_get("/bench/profile", self.get_profile)
@@ -118,6 +167,22 @@ class Upstream:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return await self._stream(request, model, profile, usage, include_usage)
 
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic's Messages API, streamed (its system prompt counted with the rest)."""
+        self.requests += 1
+        body = json.loads(await request.read())
+        model = str(body.get("model") or "bench-model")
+        profile = self.profile
+        max_tokens = body.get("max_tokens")
+        if isinstance(max_tokens, int) and 0 < max_tokens < profile.tokens:
+            profile = replace(profile, tokens=max_tokens)
+        system = body.get("system")
+        prompt = prompt_tokens(body) + (len(system) // 4 if isinstance(system, str) else 0)
+        opening, deltas = self.anthropic.chunks(model, profile)
+        opening = opening.replace(b"999999", str(prompt).encode(), 1)
+        return await self._send_stream(request, opening, deltas, profile,
+                                       self.anthropic.closing(profile.tokens))
+
     async def _whole(self, model: str, profile: Profile, usage: dict[str, int]) -> web.Response:
         await asyncio.sleep((profile.ttft_ms + profile.delay_ms * max(0, profile.tokens - 1))
                             / 1000)
@@ -131,12 +196,22 @@ class Upstream:
     async def _stream(self, request: web.Request, model: str, profile: Profile,
                       usage: dict[str, int], include_usage: bool) -> web.StreamResponse:
         role, tokens, finish = self.answers.chunks(model, profile)
+        tail = finish
+        if include_usage:
+            tail += _sse({"id": "chatcmpl-bench", "object": "chat.completion.chunk",
+                          "created": 0, "model": model, "choices": [], "usage": usage})
+        return await self._send_stream(request, role, tokens, profile,
+                                       tail + b"data: [DONE]\n\n")
+
+    async def _send_stream(self, request: web.Request, opening: bytes, tokens: list[bytes],
+                           profile: Profile, closing: bytes) -> web.StreamResponse:
+        """The opening at once, each token's chunk on the profile's pace, the closing."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
         self.streams_open += 1
         try:
             await response.prepare(request)
-            await response.write(role)
+            await response.write(opening)
             loop = asyncio.get_running_loop()
             start = loop.time() + profile.ttft_ms / 1000
             step = profile.delay_ms / 1000
@@ -145,11 +220,7 @@ class Upstream:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 await response.write(chunk)
-            tail = finish
-            if include_usage:
-                tail += _sse({"id": "chatcmpl-bench", "object": "chat.completion.chunk",
-                              "created": 0, "model": model, "choices": [], "usage": usage})
-            await response.write(tail + b"data: [DONE]\n\n")
+            await response.write(closing)
             await response.write_eof()
         except (ConnectionError, asyncio.CancelledError):
             pass  # the client went away: nothing more to send

@@ -45,7 +45,7 @@ from providers.errors import (
     error_for_status,
     retry_after_from_headers,
 )
-from providers.sse import SSEDecoder
+from providers.sse import SSEDecoder, event_json
 from providers.transport import backstop_timeouts, map_transport_errors
 
 # The SDK's platform headers (X-Stainless-*: the host's OS, architecture and runtime),
@@ -104,20 +104,10 @@ def read_events(decoder: SSEDecoder, raw: bytes, provider: str = "openai"
         for message in decoder.feed(raw):
             if message.data == "[DONE]":
                 return merge_text(events), True, None
-            events += map_openai_data(_json(message.data, provider), provider)
+            events += map_openai_data(event_json(message.data, provider), provider)
     except ProviderError as exc:
         return merge_text(events), False, exc
     return merge_text(events), False, None
-
-
-def _json(text: str, provider: str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise ProviderConnectionError(f"{provider} sent invalid JSON", provider=provider) from None
-    if not isinstance(data, dict):
-        raise ProviderConnectionError(f"{provider} sent an unexpected event", provider=provider)
-    return data
 
 
 def _stream_error(error: Any, provider: str) -> ProviderError:

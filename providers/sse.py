@@ -3,12 +3,17 @@
 ``SSEDecoder.feed(chunk)`` takes whatever bytes arrived (split anywhere, even inside a
 UTF-8 sequence or a CRLF) and returns the complete events so far. Follows the WHATWG
 event-stream rules that matter for model APIs: ``data`` lines joined with newlines,
-``event`` names, comments (``:``) ignored, LF / CRLF / CR line ends.
+``event`` names, comments (``:``) ignored, LF / CRLF / CR line ends. ``event_json``
+decodes an event's JSON object (orjson), a provider's broken one as a connection error.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import orjson
+
+from providers.errors import ProviderConnectionError
 
 
 class SSEEvent(NamedTuple):
@@ -61,3 +66,15 @@ class SSEDecoder:
             self._event = value.decode("utf-8", errors="replace")
         return None
 
+
+
+def event_json(text: str, provider: str) -> dict[str, Any]:
+    """An event's data as a JSON object; anything else the provider sent is a broken
+    stream (``ProviderConnectionError``: retryable, as a cut connection)."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ProviderConnectionError(f"{provider} sent invalid JSON", provider=provider) from None
+    if not isinstance(data, dict):
+        raise ProviderConnectionError(f"{provider} sent an unexpected event", provider=provider)
+    return data

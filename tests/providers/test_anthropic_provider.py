@@ -2,46 +2,37 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
 import httpx2
 import pytest
-from anthropic.types import RawMessageStreamEvent
 
 from gateway.config import ProviderOptions
 from providers.anthropic_provider import (
+    AnthropicProvider,
     anthropic_status_error,
     build_anthropic_params,
-    map_anthropic_event,
+    map_anthropic_data,
+    read_anthropic_events,
 )
 from providers.base import Finish, Provider, TextDelta, UsageReport
 from providers.errors import (
     ProviderAuthError,
     ProviderBadRequest,
+    ProviderConnectionError,
     ProviderOverloaded,
     ProviderRateLimited,
 )
+from providers.sse import SSEDecoder
 from tests.fakes.providers import TEST_API_KEY, chat_request, provider_for
 from tests.fakes.upstream import FakeUpstream, error_after, ok, status
 
 CONVERSATION = chat_request(
     ("system", "You are terse."), ("user", "Hi"), ("user", "Still there?"),
     ("assistant", "Yes."), ("user", "Good"), model="claude-test", max_tokens=99)
-
-
-_EVENT_TYPES: dict[str, Any] = {
-    "message_start": anthropic.types.RawMessageStartEvent,
-    "content_block_delta": anthropic.types.RawContentBlockDeltaEvent,
-    "message_delta": anthropic.types.RawMessageDeltaEvent,
-    "message_stop": anthropic.types.RawMessageStopEvent,
-}
-
-
-def event(data: dict[str, Any]) -> RawMessageStreamEvent:
-    parsed: RawMessageStreamEvent = _EVENT_TYPES[data["type"]].model_validate(data)
-    return parsed
 
 
 def test_system_goes_top_level_and_same_role_turns_merge() -> None:
@@ -56,18 +47,49 @@ def test_system_goes_top_level_and_same_role_turns_merge() -> None:
 
 
 def test_events_map_to_usage_text_and_finish() -> None:
-    start = event({"type": "message_start", "message": {
+    start = {"type": "message_start", "message": {
         "id": "m", "type": "message", "role": "assistant", "model": "c", "content": [],
         "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": 7, "output_tokens": 1, "cache_read_input_tokens": 3}}})
-    assert map_anthropic_event(start) == [UsageReport(prompt_tokens=10)]
-    delta = event({"type": "content_block_delta", "index": 0,
-                   "delta": {"type": "text_delta", "text": "Hey"}})
-    assert map_anthropic_event(delta) == [TextDelta("Hey")]
-    end = event({"type": "message_delta", "delta": {"stop_reason": "max_tokens"},
-                 "usage": {"output_tokens": 12}})
-    assert map_anthropic_event(end) == [UsageReport(completion_tokens=12), Finish("length")]
-    assert map_anthropic_event(event({"type": "message_stop"})) == []
+        "usage": {"input_tokens": 7, "output_tokens": 1, "cache_read_input_tokens": 3,
+                  "cache_creation_input_tokens": None}}}
+    assert map_anthropic_data(start) == [UsageReport(prompt_tokens=10)]
+    delta = {"type": "content_block_delta", "index": 0,
+             "delta": {"type": "text_delta", "text": "Hey"}}
+    assert map_anthropic_data(delta) == [TextDelta("Hey")]
+    end = {"type": "message_delta", "delta": {"stop_reason": "max_tokens"},
+           "usage": {"output_tokens": 12}}
+    assert map_anthropic_data(end) == [UsageReport(completion_tokens=12), Finish("length")]
+    for nothing in ({"type": "ping"}, {"type": "content_block_stop", "index": 0},
+                    {"type": "content_block_start", "index": 0,
+                     "content_block": {"type": "text", "text": ""}},
+                    {"type": "content_block_delta", "index": 0,  # not text: not ours
+                     "delta": {"type": "input_json_delta", "partial_json": "{"}}):
+        assert map_anthropic_data(nothing) == []
+
+
+@pytest.mark.parametrize(("error_type", "expected"), [
+    ("overloaded_error", ProviderOverloaded), ("rate_limit_error", ProviderRateLimited),
+    ("invalid_request_error", ProviderBadRequest), ("something_new", ProviderOverloaded)])
+def test_an_error_event_maps_by_its_type(error_type: str, expected: type[Exception]) -> None:
+    with pytest.raises(expected):
+        map_anthropic_data({"type": "error", "error": {"type": error_type, "message": "x"}})
+
+
+def test_a_read_ends_at_message_stop_and_keeps_what_came_before_an_error() -> None:
+    def sse(data: dict[str, Any]) -> bytes:
+        return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
+
+    delta = {"type": "content_block_delta", "index": 0,
+             "delta": {"type": "text_delta", "text": "a"}}
+    events, done, error = read_anthropic_events(
+        SSEDecoder(), sse(delta) + sse(delta) + sse({"type": "message_stop"}))
+    assert (events, done, error) == ([TextDelta("aa")], True, None)  # one read: joined
+    events, done, error = read_anthropic_events(SSEDecoder(), sse(delta) + sse(
+        {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}))
+    assert events == [TextDelta("a")] and not done
+    assert isinstance(error, ProviderOverloaded)
+    events, done, error = read_anthropic_events(SSEDecoder(), b"event: x\ndata: {oops\n\n")
+    assert isinstance(error, ProviderConnectionError)
 
 
 def sent_key(headers: dict[str, str]) -> str | None:
@@ -160,3 +182,15 @@ async def test_base_url_from_options_not_env(anthropic_fake: FakeUpstream,
     finally:
         await made.aclose()
     assert sent_key(anthropic_fake.requests[0].headers) == TEST_API_KEY
+
+
+@pytest.mark.parametrize(("base_url", "endpoint"), [
+    ("http://upstream.test", "http://upstream.test/v1/messages"),
+    ("http://upstream.test/", "http://upstream.test/v1/messages"),
+    ("https://proxy.test/anthropic/", "https://proxy.test/anthropic/v1/messages")])
+async def test_the_endpoint_keeps_the_base_urls_path(base_url: str, endpoint: str) -> None:
+    made = AnthropicProvider(ProviderOptions(base_url=base_url), api_key="k")
+    try:
+        assert made._messages.url == endpoint
+    finally:
+        await made.aclose()
