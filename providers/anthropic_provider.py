@@ -50,7 +50,11 @@ from providers.errors import (
     retry_after_from_headers,
 )
 from providers.sse import SSEDecoder, event_json
-from providers.transport import backstop_timeouts, map_transport_errors
+from providers.transport import (
+    backstop_timeouts,
+    map_transport_errors,
+    without_platform_headers,
+)
 from providers.turns import split_turns
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -195,6 +199,7 @@ class AnthropicProvider:
             base_url=options.base_url or DEFAULT_BASE_URL,
             max_retries=0,
             timeout=timeout,
+            default_headers=without_platform_headers(anthropic.omit),
             # httpx2's client over our aiohttp transport (providers/aiohttp_transport.py).
             http_client=sdk_http_client(timeout),
         )

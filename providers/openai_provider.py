@@ -15,9 +15,9 @@ become ours. The SDK's own retries are off: the router decides about retries and
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
 import httpx2
 import openai
@@ -46,14 +46,11 @@ from providers.errors import (
     retry_after_from_headers,
 )
 from providers.sse import SSEDecoder, event_json
-from providers.transport import backstop_timeouts, map_transport_errors
-
-# The SDK's platform headers (X-Stainless-*: the host's OS, architecture and runtime),
-# removed from every request: ``Omit`` in the client's default headers drops a header.
-NO_PLATFORM_HEADERS = cast(Mapping[str, str], dict.fromkeys(
-    ("X-Stainless-Lang", "X-Stainless-Package-Version", "X-Stainless-OS", "X-Stainless-Arch",
-     "X-Stainless-Runtime", "X-Stainless-Runtime-Version", "X-Stainless-Async"),
-    openai.omit))
+from providers.transport import (
+    backstop_timeouts,
+    map_transport_errors,
+    without_platform_headers,
+)
 
 MAX_HEADER_TEMPLATES = 16  # header sets an SDK client keeps (one per retry count, in use)
 
@@ -199,7 +196,7 @@ class OpenAIProvider:
             base_url=options.base_url,
             max_retries=0,
             timeout=timeout,
-            default_headers=NO_PLATFORM_HEADERS,
+            default_headers=without_platform_headers(openai.omit),
             # httpx2's client over our aiohttp transport (providers/aiohttp_transport.py).
             http_client=sdk_http_client(timeout),
         )

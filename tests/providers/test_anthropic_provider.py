@@ -27,6 +27,7 @@ from providers.errors import (
     ProviderRateLimited,
 )
 from providers.sse import SSEDecoder
+from providers.transport import PLATFORM_HEADERS
 from tests.fakes.providers import TEST_API_KEY, chat_request, provider_for
 from tests.fakes.upstream import FakeUpstream, error_after, ok, status
 
@@ -141,6 +142,9 @@ async def test_request_on_the_wire(provider: Provider, anthropic_fake: FakeUpstr
     assert call.body["max_tokens"] == 99
     assert sent_key(call.headers) == TEST_API_KEY
     assert call.headers["x-stainless-retry-count"] == "0"
+    assert call.headers["anthropic-version"]
+    assert not {name for name in call.headers if name.startswith("x-stainless-")} & {
+        name.lower() for name in PLATFORM_HEADERS}  # the gateway host is not described
 
 
 async def test_no_system_prompt_sends_no_system(provider: Provider,
