@@ -280,28 +280,60 @@ async def together(first: Awaitable[Any], *rest: Awaitable[Any],
     before the batch leaves, as with gather. Measured side by side: see bench/README.md.
 
     As gather: the results in order; the first error raised (the others left to run,
-    their errors retrieved), or, with ``return_exceptions``, every error in its place;
-    cancelling the caller cancels the calls still running. Unlike gather, an error of one
-    of ``rest`` is raised once ``first`` has finished (it runs inline)."""
+    their errors retrieved), or, with ``return_exceptions``, every error in its place (a
+    call's own cancellation included); cancelling the caller cancels the calls still
+    running and waits for them before the cancellation goes on. Unlike gather, an error of
+    one of ``rest`` is raised once ``first`` has finished (it runs inline)."""
     tasks = [asyncio.ensure_future(awaitable) for awaitable in rest]
     results: list[Any] = []
     try:
         for call in (first, *tasks):
             try:
                 results.append(await call)
+            except asyncio.CancelledError as exc:
+                if not return_exceptions or _caller_cancelled():
+                    raise
+                results.append(exc)
             except Exception as exc:
                 if not return_exceptions:
                     raise
                 results.append(exc)
     except asyncio.CancelledError:
-        for task in tasks:
-            task.cancel()
+        if _caller_cancelled():
+            await _cancel_and_wait(tasks)
+        else:  # a call's own cancellation, raised as gather raises it
+            _retrieve_later(tasks)
         raise
     except BaseException:
-        for task in tasks:
-            task.add_done_callback(_retrieve)
+        _retrieve_later(tasks)
         raise
     return results
+
+
+def _caller_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def _cancel_and_wait(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Cancel the calls still running and wait until they have unwound (again if the
+    caller is cancelled once more meanwhile), their errors retrieved."""
+    pending = {task for task in tasks if not task.done()}
+    for task in pending:
+        task.cancel()
+    while pending:
+        try:
+            _, pending = await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            for task in pending:
+                task.cancel()
+    _retrieve_later(tasks)
+
+
+def _retrieve_later(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """The caller raises another error: these calls' own errors are seen, not logged."""
+    for task in tasks:
+        task.add_done_callback(_retrieve)
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -112,3 +112,65 @@ async def test_cancelling_the_caller_cancels_the_calls_still_running() -> None:
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert sorted(cancelled) == ["first", "second", "third"]
+
+
+async def test_a_cancelled_caller_goes_on_only_once_its_calls_have_unwound() -> None:
+    """As gather: the cancellation reaches the caller after every call's cleanup ran."""
+    order: list[str] = []
+    started = asyncio.Event()
+
+    async def slow_cleanup() -> None:
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0)  # cleanup that itself awaits
+            await asyncio.sleep(0)
+            order.append("cleaned up")
+
+    async def caller() -> None:
+        try:
+            await together(asyncio.Event().wait(), slow_cleanup())
+        finally:
+            order.append("caller cancelled")
+
+    task = asyncio.create_task(caller())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert order == ["cleaned up", "caller cancelled"]
+
+
+async def test_a_calls_own_cancellation_is_its_outcome_not_the_callers() -> None:
+    """A call cancelled by someone else (the pipeline cancels a batch's replies when its
+    flusher is cancelled): with return_exceptions it takes its place and the others
+    finish; without, it is raised and the others are left to run, as gather does."""
+    loop = asyncio.get_running_loop()
+
+    async def cancelled_from_elsewhere() -> None:
+        reply = loop.create_future()
+        loop.call_soon(reply.cancel)
+        await reply
+
+    async def answer() -> str:
+        await asyncio.sleep(0)
+        return "answer"
+
+    done, cancelled, late = await together(answer(), cancelled_from_elsewhere(), answer(),
+                                           return_exceptions=True)
+    assert (done, late) == ("answer", "answer")
+    assert isinstance(cancelled, asyncio.CancelledError)
+
+    finished = asyncio.Event()
+
+    async def finishes() -> None:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        finished.set()
+
+    with pytest.raises(asyncio.CancelledError):
+        await together(cancelled_from_elsewhere(), finishes())
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0  # the caller was not
+    await asyncio.wait_for(finished.wait(), 5)  # left to run, not cancelled
