@@ -33,7 +33,11 @@ aiohttp is the faster HTTP/1.1 client on our event loop. The SDKs ship such a tr
   ``trust_env`` asks a worker thread twice per request).
 
 Closing a response releases its connection: aiohttp keeps it for reuse only when the body
-was read to the end, so a stream abandoned midway closes its connection.
+was read to the end, so a stream abandoned midway closes its connection. A provider that has
+read its protocol's last event says so (:func:`body_answered`): the body's end (the chunked
+terminator, which may come in a later read than the last event) is then read in the
+background, within bounds, and the connection kept for the next request instead of paying
+a new connection (and TLS handshake) for it.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ BODY_EXTENSION = "chatgate.aiohttp_body"
 """``response.extensions`` key of the body a response was sent with (:func:`body_chunks`
 finds it there whichever way httpx2 wrapped the response's stream)."""
 MAX_UNREAD_CHECKS = 10  # a reader idle this many read timeouts is taken for gone
+# An answered body's rest (its terminator, normally under way) is read for reuse within:
+REST_WAIT_S = 5.0
+REST_MAX_BYTES = 64 * 1024
 
 MAX_REMEMBERED_URLS = 256  # parsed endpoint URLs an SDK client keeps
 _DROPPED_REQUEST_HEADERS = frozenset({b"accept-encoding", b"content-length", b"host",
@@ -85,10 +92,13 @@ class _Body(httpx2.AsyncByteStream):
     """The httpx2 view of an aiohttp body (iterated when a caller reads through httpx2),
     and its straight reads (:meth:`chunks`, for :func:`body_chunks`)."""
 
-    def __init__(self, response: aiohttp.ClientResponse, read_timeout_s: float | None) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, read_timeout_s: float | None,
+                 finishing: set[asyncio.Task[None]]) -> None:
         self._response = response
         self._read_timeout_s = read_timeout_s
         self._watchdog: StallWatchdog | None = None
+        self._answered = False
+        self._finishing = finishing
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with map_aiohttp_errors():
@@ -105,10 +115,39 @@ class _Body(httpx2.AsyncByteStream):
         self._watchdog = StallWatchdog(self._response.content, self._read_timeout_s)
         return self._watchdog
 
+    def answered(self) -> None:
+        """The protocol's last event has been read: what is left of the body is its framing
+        (the chunked terminator), which decides whether the connection can be reused."""
+        self._answered = True
+
     async def aclose(self) -> None:
         if self._watchdog is not None:
             self._watchdog.close()
+        content = self._response.content
+        if self._answered and not content.is_eof() and content.exception() is None:
+            # Released now, the connection would be closed (aiohttp keeps only a connection
+            # whose body was read to its end): its last bytes are read in the background.
+            task = asyncio.create_task(_read_rest_then_release(self._response))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+            return
         self._response.release()
+
+
+async def _read_rest_then_release(response: aiohttp.ClientResponse) -> None:
+    """Read an answered body to its end, within bounds, then release its connection for
+    reuse; a body that goes on past them (or fails) closes it."""
+    content, left = response.content, REST_MAX_BYTES
+    try:
+        async with asyncio.timeout(REST_WAIT_S):
+            while left > 0 and (chunk := await content.readany()):
+                left -= len(chunk)
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        pass
+    if content.is_eof() and content.exception() is None:
+        response.release()
+    else:
+        response.close()
 
 
 class StallWatchdog:
@@ -191,6 +230,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
         self._proxies: dict[tuple[str, str], str | None] = {}
+        # Answered bodies whose last bytes are being read before their connection's reuse.
+        self.finishing: set[asyncio.Task[None]] = set()
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -234,7 +275,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 allow_redirects=False, compress=None, proxy=self._proxy(request.url),
                 timeout=timeout,
                 server_hostname=request.extensions.get("sni_hostname"))
-        body = _Body(response, timeout.sock_read)
+        body = _Body(response, timeout.sock_read, self.finishing)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", BODY_EXTENSION: body}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode()
@@ -245,6 +286,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             stream=body, request=request, extensions=extensions)
 
     async def aclose(self) -> None:
+        for task in list(self.finishing):  # their connections close with the session
+            task.cancel()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -332,6 +375,15 @@ class SDKClient(httpx2.AsyncClient):
 def sdk_http_client(timeout: httpx2.Timeout, **transport: Any) -> httpx2.AsyncClient:
     """The ``http_client`` to hand an SDK: :class:`SDKClient` over :class:`AiohttpTransport`."""
     return SDKClient(AiohttpTransport(**transport), timeout)
+
+
+def body_answered(response: httpx2.Response) -> None:
+    """Say that the protocol's last event of ``response`` has been read (``[DONE]``,
+    ``message_stop``): closing it then reads the body's end before releasing the connection,
+    so that it is reused, instead of closing it as an abandoned body's."""
+    body = response.extensions.get(BODY_EXTENSION)
+    if isinstance(body, _Body):
+        body.answered()
 
 
 def body_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:

@@ -10,6 +10,7 @@ aiohttp, is decoded by our SSE decoder and orjson and mapped from its JSON
 (``map_anthropic_data``), where the SDK's typed stream built a pydantic model per event
 through httpx2's chunk iterators: ``bench/provider_cpu.py`` measured that path at 1.86
 times the OpenAI provider's CPU per answer and this one at 1.10 (64 deltas an answer).
+(The SDK's own tracing span for ``messages.create`` is not started on this path.)
 ``map_anthropic_errors()`` is the one place where SDK and transport exceptions
 become ours; an in-stream ``error`` event maps by its type as the same failure's HTTP
 status would. The SDK's own retries are off: the router decides.
@@ -32,7 +33,7 @@ from anthropic._models import FinalRequestOptions  # what client.post builds fro
 from anthropic.types import MessageParam
 
 from gateway.config import ProviderOptions
-from providers.aiohttp_transport import body_chunks, sdk_http_client
+from providers.aiohttp_transport import body_answered, body_chunks, sdk_http_client
 from providers.base import (
     Finish,
     FinishReason,
@@ -49,7 +50,7 @@ from providers.errors import (
     error_for_status,
     retry_after_from_headers,
 )
-from providers.sse import SSEDecoder, event_json
+from providers.sse import MALFORMED, SSEDecoder, event_json, malformed_event
 from providers.transport import (
     backstop_timeouts,
     map_transport_errors,
@@ -121,6 +122,8 @@ def map_anthropic_data(data: dict[str, Any], provider: str = "anthropic"
         return [TextDelta(text)] if text else []
     if kind == "message_start":
         usage = (data.get("message") or {}).get("usage") or {}
+        if usage.get("input_tokens") is None:  # not reported: the gateway's own count stays
+            return []
         return [UsageReport(prompt_tokens=_prompt_tokens(usage))]
     if kind == "message_delta":
         events: list[ProviderEvent] = []
@@ -145,12 +148,16 @@ def read_anthropic_events(decoder: SSEDecoder, raw: bytes, provider: str = "anth
     events: list[ProviderEvent] = []
     try:
         for message in decoder.feed(raw):
+            if not message.data:  # an event without data carries nothing
+                continue
             data = event_json(message.data, provider)
             if data.get("type") == "message_stop":
                 return merge_text(events), True, None
             events += map_anthropic_data(data, provider)
     except ProviderError as exc:
         return merge_text(events), False, exc
+    except MALFORMED:
+        return merge_text(events), False, malformed_event(provider)
     return merge_text(events), False, None
 
 
@@ -220,6 +227,7 @@ class AnthropicProvider:
             options = self._messages.model_copy(update={
                 "content": body, "idempotency_key": request.request_id or None})
             response = await self._client.request(httpx2.Response, options, stream=True)
+            finished = False  # a stop reason came (an answer may end without message_stop)
             try:
                 async for raw in body_chunks(response):  # straight from aiohttp
                     events, done, error = read_anthropic_events(decoder, raw, self.name)
@@ -228,9 +236,14 @@ class AnthropicProvider:
                     if error is not None:
                         raise error
                     if done:
+                        body_answered(response)
                         return
-            finally:  # done, error, aclose or cancel: the connection is closed, not drained
-                await response.aclose()
+                    finished = finished or any(type(e) is Finish for e in events)
+                if not finished:  # the body ended cleanly, but the answer did not
+                    raise ProviderConnectionError(f"{self.name} stream ended early",
+                                                  provider=self.name)
+            finally:  # error, aclose or cancel: the connection is closed, not drained
+                await response.aclose()  # (answered: its end is read, then it is reused)
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -175,11 +175,16 @@ class BedrockProvider:
             client = await self._started()
             response = await client.converse_stream(**build_converse_params(request))
         events = response["stream"]
+        finished = False  # messageStop came (its stop reason)
         try:
             with map_bedrock_errors(self.name):
                 async for event in events:
                     for mapped in map_converse_event(event):
+                        finished = finished or type(mapped) is Finish
                         yield mapped
+            if not finished:  # the stream ended cleanly, but the answer did not
+                raise ProviderConnectionError(f"{self.name} stream ended early",
+                                              provider=self.name)
         finally:
             events.close()
 

@@ -25,7 +25,12 @@ import orjson
 from openai._models import FinalRequestOptions  # what client.post builds from its arguments
 
 from gateway.config import ProviderOptions
-from providers.aiohttp_transport import MAX_REMEMBERED_URLS, body_chunks, sdk_http_client
+from providers.aiohttp_transport import (
+    MAX_REMEMBERED_URLS,
+    body_answered,
+    body_chunks,
+    sdk_http_client,
+)
 from providers.base import (
     Finish,
     FinishReason,
@@ -45,7 +50,7 @@ from providers.errors import (
     error_for_status,
     retry_after_from_headers,
 )
-from providers.sse import SSEDecoder, event_json
+from providers.sse import MALFORMED, SSEDecoder, event_json, malformed_event
 from providers.transport import (
     backstop_timeouts,
     map_transport_errors,
@@ -101,9 +106,14 @@ def read_events(decoder: SSEDecoder, raw: bytes, provider: str = "openai"
         for message in decoder.feed(raw):
             if message.data == "[DONE]":
                 return merge_text(events), True, None
-            events += map_openai_data(event_json(message.data, provider), provider)
+            if not message.data:  # an event without data carries nothing
+                continue
+            data = event_json(message.data, provider)
+            events += map_openai_data(data, provider)
     except ProviderError as exc:
         return merge_text(events), False, exc
+    except MALFORMED:
+        return merge_text(events), False, malformed_event(provider)
     return merge_text(events), False, None
 
 
@@ -171,6 +181,8 @@ class _SDKClient(openai.AsyncOpenAI):
         template = self._header_templates.get(key)
         if template is None:
             template = super()._build_headers(options, retries_taken=retries_taken)
+            if any(k[1:3] != key[1:3] for k in self._header_templates):
+                self._header_templates.clear()  # a rotated key: the old one is not kept
             if len(self._header_templates) < MAX_HEADER_TEMPLATES:
                 self._header_templates[key] = template
         return template.copy()
@@ -221,6 +233,7 @@ class OpenAIProvider:
             options = self._completions.model_copy(update={
                 "content": orjson.dumps(params), "idempotency_key": request.request_id or None})
             response = await self._client.request(httpx2.Response, options, stream=True)
+            finished = False  # a finish reason came (a server may end without [DONE])
             try:
                 async for raw in body_chunks(response):  # straight from aiohttp
                     events, done, error = read_events(decoder, raw, self.name)
@@ -229,9 +242,14 @@ class OpenAIProvider:
                     if error is not None:
                         raise error
                     if done:
+                        body_answered(response)
                         return
-            finally:  # done, error, aclose or cancel: the connection is closed, not drained
-                await response.aclose()
+                    finished = finished or any(type(e) is Finish for e in events)
+                if not finished:  # the body ended cleanly, but the answer did not
+                    raise ProviderConnectionError(f"{self.name} stream ended early",
+                                                  provider=self.name)
+            finally:  # error, aclose or cancel: the connection is closed, not drained
+                await response.aclose()  # (answered: its end is read, then it is reused)
 
     async def aclose(self) -> None:
         await self._client.close()

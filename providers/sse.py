@@ -78,3 +78,12 @@ def event_json(text: str, provider: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ProviderConnectionError(f"{provider} sent an unexpected event", provider=provider)
     return data
+
+
+# What mapping an event whose JSON has the wrong shape raises (a string where an object
+# belongs): a broken stream, as broken JSON is, not an internal error.
+MALFORMED = (AttributeError, TypeError, KeyError, IndexError)
+
+
+def malformed_event(provider: str) -> ProviderConnectionError:
+    return ProviderConnectionError(f"{provider} sent a malformed event", provider=provider)

@@ -11,6 +11,7 @@ Behaviours (build them with the functions below):
     ok("Hel", "lo")                   stream these text deltas, then usage and finish
     slow("a", "b", delay_s=0.2)       the same with a pause before each delta but the first
     fail_after(3)                     three deltas, then the connection is aborted
+    end_after(3)                      three deltas, then the body ends cleanly, unfinished
     error_after(2, kind="overloaded") two deltas, then the wire's in-stream error event
     status(429, retry_after=0.05)     an HTTP error response in the wire's error shape
     hang_before_first_token()         headers sent, then nothing until the client leaves
@@ -48,7 +49,7 @@ class Reply:
     finish: FinishKind = "stop"
     delay_s: float = 0.0
     cut_after: int | None = None
-    cut: Literal["abort", "error"] = "abort"
+    cut: Literal["abort", "error", "end"] = "abort"
     error: ErrorKind = "overloaded"
 
     @property
@@ -95,6 +96,11 @@ def slow(*deltas: str, delay_s: float) -> Reply:
 def fail_after(n_deltas: int, *deltas: str) -> Reply:
     return Reply(deltas=deltas or tuple(f"part{i} " for i in range(n_deltas + 3)),
                  cut_after=n_deltas, cut="abort")
+
+
+def end_after(n_deltas: int, *deltas: str) -> Reply:
+    return Reply(deltas=deltas or tuple(f"part{i} " for i in range(n_deltas + 3)),
+                 cut_after=n_deltas, cut="end")
 
 
 def error_after(n_deltas: int, *deltas: str, kind: ErrorKind = "overloaded") -> Reply:
@@ -295,6 +301,8 @@ class FakeUpstream:
                    writer: _Writer) -> web.StreamResponse:
         if reply.cut == "error":
             await writer.send(self.wire.stream_error(call, reply.error))
+            await writer.response.write_eof()
+        elif reply.cut == "end":  # no finish, no closing events: the body just ends
             await writer.response.write_eof()
         elif request.transport is not None:
             request.transport.abort()

@@ -91,6 +91,16 @@ def test_a_read_ends_at_message_stop_and_keeps_what_came_before_an_error() -> No
     assert isinstance(error, ProviderOverloaded)
     events, done, error = read_anthropic_events(SSEDecoder(), b"event: x\ndata: {oops\n\n")
     assert isinstance(error, ProviderConnectionError)
+    events, done, error = read_anthropic_events(  # an object's place taken by a string
+        SSEDecoder(), sse(delta) + sse({"type": "content_block_delta", "delta": "x"}))
+    assert events == [TextDelta("a")] and isinstance(error, ProviderConnectionError)
+    events, done, error = read_anthropic_events(SSEDecoder(), b"event: ping\n\n" + sse(delta))
+    assert (events, error) == ([TextDelta("a")], None)  # an event without data: nothing
+
+
+def test_a_message_start_without_usage_reports_none() -> None:
+    """Nothing reported stays unreported (the gateway counts the prompt itself), not 0."""
+    assert map_anthropic_data({"type": "message_start", "message": {"id": "m"}}) == []
 
 
 def sent_key(headers: dict[str, str]) -> str | None:

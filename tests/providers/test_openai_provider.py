@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.config import ProviderOptions
 from providers.base import Finish, Provider, TextDelta, UsageReport
-from providers.errors import ProviderOverloaded, ProviderRateLimited
+from providers.errors import ProviderConnectionError, ProviderOverloaded, ProviderRateLimited
 from providers.openai_provider import OpenAIProvider
 from tests.fakes.providers import TEST_API_KEY, chat_request, provider_for
 from tests.fakes.upstream import FakeUpstream, ok, sse, status
@@ -100,6 +100,7 @@ async def test_headers_come_from_one_template_per_client_setting(
     sdk.api_key = "sk-rotated"
     [_ async for _ in provider.stream(CONVERSATION)]
     assert openai_fake.requests[-1].headers["authorization"] == "Bearer sk-rotated"
+    assert {key[1] for key in sdk._header_templates} == {"sk-rotated"}  # the old one: gone
 
     own = options.model_copy(update={"headers": {"X-Request-Own": "yes"}})
     built = sdk._build_headers(own)
@@ -221,6 +222,70 @@ async def test_pieces_read_apart_stay_apart(
             texts.append(event.text)
             proceed.set()
     assert texts == ["Hel", "lo"]
+
+
+async def test_a_malformed_event_is_a_broken_stream_and_an_empty_one_nothing(
+        served: Callable[[Handler], Awaitable[Provider]]) -> None:
+    async def malformed(request: web.Request) -> web.StreamResponse:
+        response = await _open(request)
+        await response.write(_delta("Hel") + b"data:\n\n" + _delta("lo")
+                             + sse({"choices": ["not an object"]}))
+        await response.write_eof()
+        return response
+
+    provider = await served(malformed)
+    texts: list[str] = []
+    with pytest.raises(ProviderConnectionError):
+        async for event in provider.stream(CONVERSATION):
+            assert isinstance(event, TextDelta)
+            texts.append(event.text)
+    assert texts == ["Hello"]
+
+
+async def test_an_answer_may_end_after_its_finish_without_done(
+        served: Callable[[Handler], Awaitable[Provider]]) -> None:
+    """Some OpenAI-compatible servers end the body after the finish chunk, without
+    ``[DONE]``: a complete answer (a body ending before any finish is not: the contract
+    tests)."""
+    async def no_done(request: web.Request) -> web.StreamResponse:
+        response = await _open(request)
+        await response.write(_delta("Hi") + _CLOSING.removesuffix(b"data: [DONE]\n\n"))
+        await response.write_eof()
+        return response
+
+    provider = await served(no_done)
+    events = [event async for event in provider.stream(CONVERSATION)]
+    assert events == [TextDelta("Hi"), Finish("stop"),
+                      UsageReport(prompt_tokens=5, completion_tokens=3)]
+
+
+async def test_an_answered_body_ending_later_keeps_its_connection(
+        served: Callable[[Handler], Awaitable[Provider]]) -> None:
+    """The body's terminator comes after ``[DONE]`` (a later read): the answer is over at
+    ``[DONE]``, and the connection, its end read in the background, serves the next one."""
+    peers: list[Any] = []
+    hold = asyncio.Event()
+
+    async def late_end(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        response = await _open(request)
+        await response.write(_delta("Hi") + _CLOSING)
+        await hold.wait()  # the client has its answer before the body ends
+        await response.write_eof()
+        return response
+
+    provider = await served(late_end)
+    assert isinstance(provider, OpenAIProvider)
+    transport = provider._client._client._direct  # type: ignore[attr-defined]
+    first = [e async for e in provider.stream(CONVERSATION)]
+    assert first[0] == TextDelta("Hi")
+    assert len(transport.finishing) == 1  # the body's end is awaited, not given up
+    hold.set()
+    await asyncio.wait(transport.finishing, timeout=5)
+    second = [e async for e in provider.stream(CONVERSATION)]
+    assert second == first
+    assert len(peers) == 2 and peers[0] == peers[1]  # one connection, reused
 
 
 async def test_text_before_an_error_in_the_same_read_still_goes_out(
