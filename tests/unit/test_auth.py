@@ -228,7 +228,8 @@ def test_query_token_when_no_header() -> None:
 @pytest.mark.parametrize(("query", "expected"), [
     ("?lang=en&token=a.b.c&x=1", "a.b.c"), ("?token=a%2Eb%2Ec", "a.b.c"),
     ("?token=&token=second", "second"), ("?tokens=no&token=yes", "yes")])
-def test_query_token_is_decoded_as_aiohttp_decodes_it(query: str, expected: str) -> None:
+def test_query_token_is_the_first_non_empty_one_percent_decoded(query: str,
+                                                                 expected: str) -> None:
     request = make_mocked_request("GET", f"/v1/ws{query}")
     assert token_from_request(request, allow_query=True) == expected
 
