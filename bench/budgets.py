@@ -5,8 +5,9 @@ Run:  .venv/bin/python bench/budgets.py [--pairs 20000] [--tasks 64] [--rounds 3
 Starts its own redis-server on a free port (tests/redis_server.py) and measures, in one
 process and one run:
 1. the floor: a bare EVALSHA of a trivial script (``return 1``) with the same tasks,
-   one round trip per call and auto-pipelined (memory.pipelining.AutoPipeline, as the
-   ledger calls its scripts);
+   one round trip per call and auto-pipelined (memory.pipelining.AutoPipeline as the
+   gateway's runtime makes it: its own client, a kept connection, bounded batches; the
+   ledger's scripts go through the same one);
 2. reserve + settle pairs per second through :class:`budgets.BudgetLedger` (one brand,
    so one hash slot: the worst case for a Redis Cluster shard), and their ratio to the
    pipelined floor (a pair is two EVALSHA calls);
@@ -32,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from budgets import BudgetLedger, BudgetLimits, Refused, ReservationRequest
 from budgets.keys import BrandKeys
+from gateway.runtime import REDIS_BATCH_TIMEOUT_S
 from memory.pipelining import AutoPipeline
+from memory.redis_client import connect_pipeline_client
 from tests.redis_server import local_redis_server
 
 UNLIMITED = BudgetLimits(user_day=-1, user_month=-1, brand_month=-1, conversation=-1)
@@ -58,10 +61,17 @@ async def run_tasks(tasks: int, total: int, one: Callable[[int], Awaitable[None]
     return total / (time.perf_counter() - started)
 
 
-async def evalsha_floor(client: aioredis.Redis, tasks: int, calls: int, *,
-                        pipelined: bool) -> float:
-    """Bare EVALSHA of ``return 1``: one round trip per call, or through AutoPipeline."""
-    runner = AutoPipeline(client)
+def runtime_pipeline(url: str) -> AutoPipeline:
+    """The auto-pipeline as the gateway's runtime makes it for a real server: a client of
+    its own (no per-reply timeouts), a connection kept between batches, each batch bounded."""
+    client = connect_pipeline_client(url)
+    assert client is not None
+    return AutoPipeline(client, timeout_s=REDIS_BATCH_TIMEOUT_S, hold_connection=True)
+
+
+async def evalsha_floor(client: aioredis.Redis, runner: AutoPipeline, tasks: int, calls: int,
+                        *, pipelined: bool) -> float:
+    """Bare EVALSHA of ``return 1``: one round trip per call, or through the auto-pipeline."""
     script = runner.register("return 1")
     call = (lambda: runner.run(script, [], [])) if pipelined else script
     await call()
@@ -72,8 +82,9 @@ async def evalsha_floor(client: aioredis.Redis, tasks: int, calls: int, *,
     return await run_tasks(tasks, calls, one)
 
 
-async def pair_rate(client: aioredis.Redis, tasks: int, pairs: int) -> float:
-    ledger = BudgetLedger(client)
+async def pair_rate(client: aioredis.Redis, runner: AutoPipeline, tasks: int,
+                    pairs: int) -> float:
+    ledger = BudgetLedger(client, pipeline=runner)
     run = random.randrange(1 << 30)
 
     async def one(i: int) -> None:
@@ -154,23 +165,26 @@ async def server_cpu_s(client: aioredis.Redis) -> float:
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
-async def pair_cpu_us(client: aioredis.Redis, tasks: int, pairs: int) -> tuple[float, float]:
+async def pair_cpu_us(client: aioredis.Redis, runner: AutoPipeline, tasks: int,
+                      pairs: int) -> tuple[float, float]:
     """CPU microseconds per pair spent by this process and by redis-server."""
     client_before, server_before = time.process_time(), await server_cpu_s(client)
-    await pair_rate(client, tasks, pairs)
+    await pair_rate(client, runner, tasks, pairs)
     client_us = (time.process_time() - client_before) / pairs * 1e6
     return client_us, (await server_cpu_s(client) - server_before) / pairs * 1e6
 
 
-async def throughput(client: aioredis.Redis, pairs: int, tasks: int, rounds: int) -> None:
+async def throughput(client: aioredis.Redis, runner: AutoPipeline, pairs: int, tasks: int,
+                     rounds: int) -> None:
     """Best of ``rounds`` alternating rounds, so a noisy neighbour hurts all figures alike."""
     direct, pipelined, rate = 0.0, 0.0, 0.0
     for _ in range(rounds):
-        direct = max(direct, await evalsha_floor(client, tasks, pairs * 2, pipelined=False))
-        pipelined = max(pipelined, await evalsha_floor(client, tasks, pairs * 2,
+        direct = max(direct, await evalsha_floor(client, runner, tasks, pairs * 2,
+                                                 pipelined=False))
+        pipelined = max(pipelined, await evalsha_floor(client, runner, tasks, pairs * 2,
                                                        pipelined=True))
-        rate = max(rate, await pair_rate(client, tasks, pairs))
-    client_us, server_us = await pair_cpu_us(client, tasks, pairs)
+        rate = max(rate, await pair_rate(client, runner, tasks, pairs))
+    client_us, server_us = await pair_cpu_us(client, runner, tasks, pairs)
     print(f"bare EVALSHA, a round trip each   {direct:9,.0f} calls/s = "
           f"{direct / 2:9,.0f} pairs/s")
     print(f"bare EVALSHA, auto-pipelined      {pipelined:9,.0f} calls/s = "
@@ -186,7 +200,9 @@ async def main(pairs: int, tasks: int, rounds: int) -> None:
     with local_redis_server() as url:
         client = connect(url, tasks)
         await client.ping()
-        await throughput(client, pairs, tasks, rounds)
+        runner = runtime_pipeline(url)
+        await throughput(client, runner, pairs, tasks, rounds)
+        await runner.redis.aclose()
         clients = [connect(url, 64) for _ in range(8)]
         for concurrency in (1, 50, 500):
             worst, admitted = await overspend(clients, concurrency, turns=3_000)
