@@ -42,9 +42,17 @@ Clock = Callable[[], float]
 """Epoch seconds now; ``time.time`` in production, a hand-moved clock in tests."""
 
 
-@lru_cache(maxsize=65536)
 def encode_part(text: str) -> str:
-    """Percent-encode a free-form id so it stays inside its key segment."""
+    """Percent-encode a free-form id so it stays inside its key segment. Letters and
+    digits alone (request and conversation ids, most user ids) are their own encoding:
+    returned as they are, without passing through, or filling, the cache of the others."""
+    if text.isascii() and text.isalnum():
+        return text
+    return _quoted(text)
+
+
+@lru_cache(maxsize=65536)
+def _quoted(text: str) -> str:
     return quote(text, safe="")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import pytest
 from redis.crc import key_slot
@@ -67,3 +68,11 @@ def test_periods_are_utc(moment: float, day: str, month: str, day_end: float,
     assert (periods.day, periods.month) == (day, month)
     assert periods.day_expire_at == day_end + PERIOD_MARGIN_S
     assert periods.month_expire_at == month_end + PERIOD_MARGIN_S
+
+
+@pytest.mark.parametrize("some_id", [*HOSTILE_IDS, "abc123", "0f" * 16, "User42", "é", "١٢",
+                                     "ｆｕｌｌ", "a_b", "a-b.c~d", "", "ß"])
+def test_encoding_is_quote_with_nothing_safe(some_id: str) -> None:
+    """Letters and digits returned as they are (the fast path) are exactly what
+    percent-encoding makes of them; non-ASCII letters and digits still get encoded."""
+    assert encode_part(some_id) == quote(some_id, safe="")
