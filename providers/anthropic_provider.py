@@ -21,6 +21,7 @@ Usage arrives in two halves: ``message_start`` carries the input tokens and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from anthropic._models import FinalRequestOptions  # what client.post builds fro
 from anthropic.types import MessageParam
 
 from gateway.config import ProviderOptions
-from providers.aiohttp_transport import body_answered, body_chunks, sdk_http_client
+from providers.aiohttp_transport import sdk_http_client
 from providers.base import (
     Finish,
     FinishReason,
@@ -54,6 +55,7 @@ from providers.sse import MALFORMED, SSEDecoder, event_json, malformed_event
 from providers.transport import (
     backstop_timeouts,
     map_transport_errors,
+    stream_sse_answer,
     without_platform_headers,
 )
 from providers.turns import split_turns
@@ -220,30 +222,16 @@ class AnthropicProvider:
     def name(self) -> str:
         return "anthropic"
 
-    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
-        body = anthropic_body(build_anthropic_params(request))
-        decoder = SSEDecoder()
-        with map_anthropic_errors(self.name):
-            options = self._messages.model_copy(update={
-                "content": body, "idempotency_key": request.request_id or None})
-            response = await self._client.request(httpx2.Response, options, stream=True)
-            finished = False  # a stop reason came (an answer may end without message_stop)
-            try:
-                async for raw in body_chunks(response):  # straight from aiohttp
-                    events, done, error = read_anthropic_events(decoder, raw, self.name)
-                    for event in events:
-                        yield event
-                    if error is not None:
-                        raise error
-                    if done:
-                        body_answered(response)
-                        return
-                    finished = finished or any(type(e) is Finish for e in events)
-                if not finished:  # the body ended cleanly, but the answer did not
-                    raise ProviderConnectionError(f"{self.name} stream ended early",
-                                                  provider=self.name)
-            finally:  # error, aclose or cancel: the connection is closed, not drained
-                await response.aclose()  # (answered: its end is read, then it is reused)
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+        return stream_sse_answer(functools.partial(self._send, request),
+                                 read_anthropic_events, self.name,
+                                 map_anthropic_errors(self.name))
+
+    async def _send(self, request: ProviderRequest) -> httpx2.Response:
+        options = self._messages.model_copy(update={
+            "content": anthropic_body(build_anthropic_params(request)),
+            "idempotency_key": request.request_id or None})
+        return await self._client.request(httpx2.Response, options, stream=True)
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -15,6 +15,7 @@ become ours. The SDK's own retries are off: the router decides about retries and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,8 +28,6 @@ from openai._models import FinalRequestOptions  # what client.post builds from i
 from gateway.config import ProviderOptions
 from providers.aiohttp_transport import (
     MAX_REMEMBERED_URLS,
-    body_answered,
-    body_chunks,
     sdk_http_client,
 )
 from providers.base import (
@@ -54,6 +53,7 @@ from providers.sse import MALFORMED, SSEDecoder, event_json, malformed_event
 from providers.transport import (
     backstop_timeouts,
     map_transport_errors,
+    stream_sse_answer,
     without_platform_headers,
 )
 
@@ -222,34 +222,19 @@ class OpenAIProvider:
     def name(self) -> str:
         return "openai"
 
-    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
-        params = build_openai_params(request)
-        decoder = SSEDecoder()
-        with map_openai_errors(self.name):
-            # The SDK's raw request (``cast_to=httpx.Response``): its auth, base URL,
-            # timeouts and status errors, without re-validating our own typed params. The
-            # body goes as orjson bytes (``content``): the SDK's JSON encoder is slower.
-            # The turn's request id is the SDK's idempotency key (None: the SDK makes one).
-            options = self._completions.model_copy(update={
-                "content": orjson.dumps(params), "idempotency_key": request.request_id or None})
-            response = await self._client.request(httpx2.Response, options, stream=True)
-            finished = False  # a finish reason came (a server may end without [DONE])
-            try:
-                async for raw in body_chunks(response):  # straight from aiohttp
-                    events, done, error = read_events(decoder, raw, self.name)
-                    for event in events:
-                        yield event
-                    if error is not None:
-                        raise error
-                    if done:
-                        body_answered(response)
-                        return
-                    finished = finished or any(type(e) is Finish for e in events)
-                if not finished:  # the body ended cleanly, but the answer did not
-                    raise ProviderConnectionError(f"{self.name} stream ended early",
-                                                  provider=self.name)
-            finally:  # error, aclose or cancel: the connection is closed, not drained
-                await response.aclose()  # (answered: its end is read, then it is reused)
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+        return stream_sse_answer(functools.partial(self._send, request), read_events,
+                                 self.name, map_openai_errors(self.name))
+
+    async def _send(self, request: ProviderRequest) -> httpx2.Response:
+        # The SDK's raw request (``cast_to=httpx.Response``): its auth, base URL, timeouts
+        # and status errors, without re-validating our own typed params. The body goes as
+        # orjson bytes (``content``): the SDK's JSON encoder is slower. The turn's request
+        # id is the SDK's idempotency key (None: the SDK makes one).
+        options = self._completions.model_copy(update={
+            "content": orjson.dumps(build_openai_params(request)),
+            "idempotency_key": request.request_id or None})
+        return await self._client.request(httpx2.Response, options, stream=True)
 
     async def aclose(self) -> None:
         await self._client.close()

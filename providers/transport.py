@@ -1,18 +1,26 @@
 """What the SDK-based providers share below their SDKs: httpx2 transport errors, the
-SDK timeout backstop (the router enforces the real first-token and chunk timeouts) and
-the SDKs' platform headers left out of every request."""
+SDK timeout backstop (the router enforces the real first-token and chunk timeouts), the
+SDKs' platform headers left out of every request, and the reading of a streamed SSE
+answer (``stream_sse_answer``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 
 import httpx2
 
 from gateway.config import ProviderOptions
-from providers.aiohttp_transport import map_aiohttp_errors
-from providers.errors import ProviderConnectionError, ProviderTimeout
+from providers.aiohttp_transport import body_answered, body_chunks, map_aiohttp_errors
+from providers.base import Finish, ProviderEvent
+from providers.errors import ProviderConnectionError, ProviderError, ProviderTimeout
+from providers.sse import SSEDecoder
+
+ReadEvents = Callable[[SSEDecoder, bytes, str],
+                      tuple[list[ProviderEvent], bool, ProviderError | None]]
+"""A provider's decoding of one network read: its events, whether the protocol's last
+event came, and the in-stream error that cut the read short (after those events)."""
 
 
 @contextmanager
@@ -44,3 +52,34 @@ def without_platform_headers(omit: Any) -> Mapping[str, str]:
     """``default_headers`` for an SDK client that drops the platform headers (``omit``:
     that SDK's ``Omit`` value, which removes a header)."""
     return cast(Mapping[str, str], dict.fromkeys(PLATFORM_HEADERS, omit))
+
+
+async def stream_sse_answer(send: Callable[[], Awaitable[httpx2.Response]], read: ReadEvents,
+                            provider: str, errors: AbstractContextManager[None]
+                            ) -> AsyncGenerator[ProviderEvent, None]:
+    """A streamed answer: ``send()`` (the SDK's request) under ``errors`` (where SDK and
+    transport exceptions become ours), then the body straight from aiohttp, each read
+    decoded by ``read``. It ends at the protocol's last event (the body's end then read
+    for the connection's reuse); a body that ends cleanly before any finish is a broken
+    stream, not a complete answer; an error, ``aclose`` or a cancel closes the
+    connection, not drained. Providers return it from ``stream`` (no generator between)."""
+    decoder = SSEDecoder()
+    with errors:
+        response = await send()
+        finished = False  # a finish came (an answer may end without the last event)
+        try:
+            async for raw in body_chunks(response):
+                events, done, error = read(decoder, raw, provider)
+                for event in events:
+                    yield event
+                if error is not None:
+                    raise error
+                if done:
+                    body_answered(response)
+                    return
+                finished = finished or any(type(e) is Finish for e in events)
+            if not finished:
+                raise ProviderConnectionError(f"{provider} stream ended early",
+                                              provider=provider)
+        finally:
+            await response.aclose()

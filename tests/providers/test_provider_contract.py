@@ -22,6 +22,7 @@ from providers.errors import (
 from tests.fakes.providers import chat_request, provider_for
 from tests.fakes.upstream import (
     FakeUpstream,
+    Reply,
     end_after,
     error_after,
     fail_after,
@@ -117,21 +118,12 @@ async def test_http_errors_map_by_status(provider: Provider, fake: FakeUpstream,
     assert caught.value.retryable == (code in (429, 500, 503))
 
 
-async def test_connection_cut_mid_stream_is_a_connection_error(provider: Provider,
-                                                               fake: FakeUpstream) -> None:
-    fake.script(fail_after(2))
-    seen: list[ProviderEvent] = []
-    with pytest.raises(ProviderConnectionError):
-        async for event in provider.stream(REQUEST):
-            seen.append(event)
-    assert text_of(seen) == "part0 part1 "
-
-
-async def test_a_body_that_ends_before_the_answer_is_a_connection_error(
-        provider: Provider, fake: FakeUpstream) -> None:
-    """A clean end of the body without the answer's end (no finish, no closing events) is
-    a broken stream, not a complete answer to record and cache."""
-    fake.script(end_after(2))
+@pytest.mark.parametrize("broken", [fail_after(2), end_after(2)], ids=["cut", "ended"])
+async def test_a_stream_broken_mid_answer_is_a_connection_error(
+        provider: Provider, fake: FakeUpstream, broken: Reply) -> None:
+    """The connection cut, or the body ended cleanly before the answer did (no finish, no
+    closing events): a broken stream, not a complete answer to record and cache."""
+    fake.script(broken)
     seen: list[ProviderEvent] = []
     with pytest.raises(ProviderConnectionError):
         async for event in provider.stream(REQUEST):
