@@ -57,8 +57,9 @@ BODY_EXTENSION = "chatgate.aiohttp_body"
 finds it there whichever way httpx2 wrapped the response's stream)."""
 MAX_UNREAD_CHECKS = 10  # a reader idle this many read timeouts is taken for gone
 # An answered body's rest (its terminator, normally under way) is read for reuse within:
-REST_WAIT_S = 5.0
+REST_WAIT_S = 1.0
 REST_MAX_BYTES = 64 * 1024
+MAX_FINISHING = 64  # bodies read so at once; beyond, a connection is closed as before
 
 MAX_REMEMBERED_URLS = 256  # parsed endpoint URLs an SDK client keeps
 _DROPPED_REQUEST_HEADERS = frozenset({b"accept-encoding", b"content-length", b"host",
@@ -124,7 +125,8 @@ class _Body(httpx2.AsyncByteStream):
         if self._watchdog is not None:
             self._watchdog.close()
         content = self._response.content
-        if self._answered and not content.is_eof() and content.exception() is None:
+        if (self._answered and not content.is_eof() and content.exception() is None
+                and len(self._finishing) < MAX_FINISHING):
             # Released now, the connection would be closed (aiohttp keeps only a connection
             # whose body was read to its end): its last bytes are read in the background.
             task = asyncio.create_task(_read_rest_then_release(self._response))
@@ -142,12 +144,13 @@ async def _read_rest_then_release(response: aiohttp.ClientResponse) -> None:
         async with asyncio.timeout(REST_WAIT_S):
             while left > 0 and (chunk := await content.readany()):
                 left -= len(chunk)
-    except (TimeoutError, aiohttp.ClientError, OSError):
+    except Exception:  # whatever went wrong, the connection is closed below
         pass
-    if content.is_eof() and content.exception() is None:
-        response.release()
-    else:
-        response.close()
+    finally:  # cancelled (the transport closing) included
+        if content.is_eof() and content.exception() is None:
+            response.release()
+        else:
+            response.close()
 
 
 class StallWatchdog:
@@ -286,8 +289,11 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             stream=body, request=request, extensions=extensions)
 
     async def aclose(self) -> None:
-        for task in list(self.finishing):  # their connections close with the session
+        finishing = list(self.finishing)
+        for task in finishing:  # each closes its connection
             task.cancel()
+        if finishing:
+            await asyncio.wait(finishing)
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -155,11 +155,12 @@ def read_anthropic_events(decoder: SSEDecoder, raw: bytes, provider: str = "anth
             data = event_json(message.data, provider)
             if data.get("type") == "message_stop":
                 return merge_text(events), True, None
-            events += map_anthropic_data(data, provider)
+            try:
+                events += map_anthropic_data(data, provider)
+            except MALFORMED as exc:  # the event's shape, not our decoding: see sse.py
+                return merge_text(events), False, malformed_event(provider, exc)
     except ProviderError as exc:
         return merge_text(events), False, exc
-    except MALFORMED:
-        return merge_text(events), False, malformed_event(provider)
     return merge_text(events), False, None
 
 

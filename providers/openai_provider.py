@@ -109,11 +109,12 @@ def read_events(decoder: SSEDecoder, raw: bytes, provider: str = "openai"
             if not message.data:  # an event without data carries nothing
                 continue
             data = event_json(message.data, provider)
-            events += map_openai_data(data, provider)
+            try:
+                events += map_openai_data(data, provider)
+            except MALFORMED as exc:  # the event's shape, not our decoding: see sse.py
+                return merge_text(events), False, malformed_event(provider, exc)
     except ProviderError as exc:
         return merge_text(events), False, exc
-    except MALFORMED:
-        return merge_text(events), False, malformed_event(provider)
     return merge_text(events), False, None
 
 

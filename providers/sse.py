@@ -12,8 +12,11 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import orjson
+import structlog
 
 from providers.errors import ProviderConnectionError
+
+log = structlog.get_logger("chatgate.providers")
 
 
 class SSEEvent(NamedTuple):
@@ -85,5 +88,12 @@ def event_json(text: str, provider: str) -> dict[str, Any]:
 MALFORMED = (AttributeError, TypeError, KeyError, IndexError)
 
 
-def malformed_event(provider: str) -> ProviderConnectionError:
-    return ProviderConnectionError(f"{provider} sent a malformed event", provider=provider)
+def malformed_event(provider: str, cause: Exception) -> ProviderConnectionError:
+    """The error of an event that mapping could not read (``cause``: what the mapping
+    raised, kept as the error's cause and logged, so that a mapping bug of ours stays
+    visible instead of passing for a provider's fault)."""
+    log.warning("malformed_event", provider=provider, error=type(cause).__name__,
+                exc_info=cause)
+    error = ProviderConnectionError(f"{provider} sent a malformed event", provider=provider)
+    error.__cause__ = cause
+    return error

@@ -235,11 +235,12 @@ async def test_a_malformed_event_is_a_broken_stream_and_an_empty_one_nothing(
 
     provider = await served(malformed)
     texts: list[str] = []
-    with pytest.raises(ProviderConnectionError):
+    with pytest.raises(ProviderConnectionError) as caught:
         async for event in provider.stream(CONVERSATION):
             assert isinstance(event, TextDelta)
             texts.append(event.text)
     assert texts == ["Hello"]
+    assert isinstance(caught.value.__cause__, AttributeError)  # what the mapping met, kept
 
 
 async def test_an_answer_may_end_after_its_finish_without_done(
@@ -286,6 +287,25 @@ async def test_an_answered_body_ending_later_keeps_its_connection(
     second = [e async for e in provider.stream(CONVERSATION)]
     assert second == first
     assert len(peers) == 2 and peers[0] == peers[1]  # one connection, reused
+
+
+async def test_closing_the_provider_ends_the_reads_of_answered_bodies(
+        served: Callable[[Handler], Awaitable[Provider]]) -> None:
+    """A body whose end never comes: closing the provider stops its read and closes its
+    connection, nothing left pending."""
+    async def never_ends(request: web.Request) -> web.StreamResponse:
+        response = await _open(request)
+        await response.write(_delta("Hi") + _CLOSING)
+        await asyncio.Event().wait()  # until the client goes away
+        return response
+
+    provider = await served(never_ends)
+    assert isinstance(provider, OpenAIProvider)
+    transport = provider._client._client._direct  # type: ignore[attr-defined]
+    [_ async for _ in provider.stream(CONVERSATION)]
+    [reading] = transport.finishing
+    await provider.aclose()
+    assert reading.done() and not transport.finishing
 
 
 async def test_text_before_an_error_in_the_same_read_still_goes_out(
