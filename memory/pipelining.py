@@ -284,6 +284,7 @@ async def together(first: Awaitable[Any], *rest: Awaitable[Any],
     call's own cancellation included); cancelling the caller cancels the calls still
     running and waits for them before the cancellation goes on. Unlike gather, an error of
     one of ``rest`` is raised once ``first`` has finished (it runs inline)."""
+    cancels = _cancel_requests()  # the caller's, before: a later one is a cancel of it
     tasks = [asyncio.ensure_future(awaitable) for awaitable in rest]
     results: list[Any] = []
     try:
@@ -291,28 +292,27 @@ async def together(first: Awaitable[Any], *rest: Awaitable[Any],
             try:
                 results.append(await call)
             except asyncio.CancelledError as exc:
-                if not return_exceptions or _caller_cancelled():
+                if not return_exceptions or _cancel_requests() > cancels:
                     raise
                 results.append(exc)
             except Exception as exc:
-                if not return_exceptions:
-                    raise
+                if not return_exceptions or _cancel_requests() > cancels:
+                    raise  # (a call made the caller's cancel an error: still a cancel)
                 results.append(exc)
-    except asyncio.CancelledError:
-        if _caller_cancelled():
-            await _cancel_and_wait(tasks)
-        else:  # a call's own cancellation, raised as gather raises it
-            _retrieve_later(tasks)
-        raise
-    except BaseException:
-        _retrieve_later(tasks)
+    except BaseException as exc:
+        if _cancel_requests() <= cancels:  # an error (or a call's own cancellation):
+            _retrieve_later(tasks)  # the others are left to run
+            raise
+        await _cancel_and_wait(tasks)  # the caller is cancelled: so are the calls
+        if return_exceptions and not isinstance(exc, asyncio.CancelledError):
+            raise asyncio.CancelledError from exc
         raise
     return results
 
 
-def _caller_cancelled() -> bool:
+def _cancel_requests() -> int:
     task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+    return task.cancelling() if task is not None else 0
 
 
 async def _cancel_and_wait(tasks: Sequence[asyncio.Future[Any]]) -> None:

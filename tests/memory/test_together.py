@@ -4,6 +4,7 @@ gather's results, errors and cancellation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from typing import Any
@@ -174,3 +175,54 @@ async def test_a_calls_own_cancellation_is_its_outcome_not_the_callers() -> None
     current = asyncio.current_task()
     assert current is not None and current.cancelling() == 0  # the caller was not
     await asyncio.wait_for(finished.wait(), 5)  # left to run, not cancelled
+
+
+async def test_a_cancel_a_call_turns_into_an_error_still_cancels_the_caller() -> None:
+    """The caller's cancel, made an ordinary error by the call it reached: as gather, the
+    other calls are cancelled and the caller's cancellation goes on."""
+    cancelled: list[str] = []
+    started = asyncio.Event()
+
+    async def converts() -> None:
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ValueError("converted") from None
+
+    async def other() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append("other")
+            raise
+
+    caller = asyncio.create_task(together(converts(), other(), return_exceptions=True))
+    await started.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert cancelled == ["other"]
+
+
+async def test_a_cancel_swallowed_earlier_does_not_make_a_calls_own_one_the_callers() -> None:
+    """A caller whose task once swallowed a cancel (its count stays up) still gets a
+    call's own cancellation in place."""
+    loop = asyncio.get_running_loop()
+
+    async def cancelled_from_elsewhere() -> None:
+        reply = loop.create_future()
+        loop.call_soon(reply.cancel)
+        await reply
+
+    async def caller() -> list[Any]:
+        with contextlib.suppress(asyncio.CancelledError):  # swallowed, without uncancel()
+            await asyncio.sleep(3600)
+        return await together(cancelled_from_elsewhere(), asyncio.sleep(0, "after"),
+                              return_exceptions=True)
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0)
+    task.cancel()
+    own, after = await task
+    assert isinstance(own, asyncio.CancelledError) and after == "after"
