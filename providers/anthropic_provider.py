@@ -42,7 +42,6 @@ from providers.base import (
     ProviderRequest,
     TextDelta,
     UsageReport,
-    merge_text,
 )
 from providers.errors import (
     ProviderConnectionError,
@@ -51,7 +50,7 @@ from providers.errors import (
     error_for_status,
     retry_after_from_headers,
 )
-from providers.sse import MALFORMED, SSEDecoder, event_json, malformed_event
+from providers.sse import SSEDecoder, SSEEvent, event_json, read_sse_events
 from providers.transport import (
     backstop_timeouts,
     map_transport_errors,
@@ -142,26 +141,18 @@ def map_anthropic_data(data: dict[str, Any], provider: str = "anthropic"
     return []
 
 
+def map_anthropic_event(message: SSEEvent, provider: str) -> list[ProviderEvent] | None:
+    """One SSE event's events (None: ``message_stop``)."""
+    data = event_json(message.data, provider)
+    if data.get("type") == "message_stop":
+        return None
+    return map_anthropic_data(data, provider)
+
+
 def read_anthropic_events(decoder: SSEDecoder, raw: bytes, provider: str = "anthropic"
                           ) -> tuple[list[ProviderEvent], bool, ProviderError | None]:
-    """The events of one network read, its text deltas joined (``merge_text``); whether
-    ``message_stop`` came; and the in-stream error that cut the read short, if one did
-    (the events before it still count)."""
-    events: list[ProviderEvent] = []
-    try:
-        for message in decoder.feed(raw):
-            if not message.data:  # an event without data carries nothing
-                continue
-            data = event_json(message.data, provider)
-            if data.get("type") == "message_stop":
-                return merge_text(events), True, None
-            try:
-                events += map_anthropic_data(data, provider)
-            except MALFORMED as exc:  # the event's shape, not our decoding: see sse.py
-                return merge_text(events), False, malformed_event(provider, exc)
-    except ProviderError as exc:
-        return merge_text(events), False, exc
-    return merge_text(events), False, None
+    """One network read's events (``read_sse_events``); the last is ``message_stop``."""
+    return read_sse_events(decoder, raw, map_anthropic_event, provider)
 
 
 def stream_error(error_type: str | None, provider: str, *, status: int | None = None,

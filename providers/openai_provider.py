@@ -37,7 +37,6 @@ from providers.base import (
     ProviderRequest,
     TextDelta,
     UsageReport,
-    merge_text,
 )
 from providers.errors import (
     ProviderBadRequest,
@@ -49,7 +48,7 @@ from providers.errors import (
     error_for_status,
     retry_after_from_headers,
 )
-from providers.sse import MALFORMED, SSEDecoder, event_json, malformed_event
+from providers.sse import SSEDecoder, SSEEvent, event_json, read_sse_events
 from providers.transport import (
     backstop_timeouts,
     map_transport_errors,
@@ -96,26 +95,17 @@ def map_openai_data(data: dict[str, Any], provider: str = "openai") -> list[Prov
     return events
 
 
+def map_openai_event(message: SSEEvent, provider: str) -> list[ProviderEvent] | None:
+    """One SSE event's events (None: ``[DONE]``)."""
+    if message.data == "[DONE]":
+        return None
+    return map_openai_data(event_json(message.data, provider), provider)
+
+
 def read_events(decoder: SSEDecoder, raw: bytes, provider: str = "openai"
                 ) -> tuple[list[ProviderEvent], bool, ProviderError | None]:
-    """The events of one network read, its text deltas joined (``merge_text``); whether
-    ``[DONE]`` came; and the in-stream error that cut the read short, if one did (the
-    events before it still count)."""
-    events: list[ProviderEvent] = []
-    try:
-        for message in decoder.feed(raw):
-            if message.data == "[DONE]":
-                return merge_text(events), True, None
-            if not message.data:  # an event without data carries nothing
-                continue
-            data = event_json(message.data, provider)
-            try:
-                events += map_openai_data(data, provider)
-            except MALFORMED as exc:  # the event's shape, not our decoding: see sse.py
-                return merge_text(events), False, malformed_event(provider, exc)
-    except ProviderError as exc:
-        return merge_text(events), False, exc
-    return merge_text(events), False, None
+    """One network read's events (``read_sse_events``); the last event is ``[DONE]``."""
+    return read_sse_events(decoder, raw, map_openai_event, provider)
 
 
 def _stream_error(error: Any, provider: str) -> ProviderError:

@@ -4,17 +4,20 @@
 UTF-8 sequence or a CRLF) and returns the complete events so far. Follows the WHATWG
 event-stream rules that matter for model APIs: ``data`` lines joined with newlines,
 ``event`` names, comments (``:``) ignored, LF / CRLF / CR line ends. ``event_json``
-decodes an event's JSON object (orjson), a provider's broken one as a connection error.
+decodes an event's JSON object (orjson), a provider's broken one as a connection error;
+``read_sse_events`` turns one network read into a provider's events.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
 import structlog
 
-from providers.errors import ProviderConnectionError
+from providers.base import ProviderEvent, merge_text
+from providers.errors import ProviderConnectionError, ProviderError
 
 log = structlog.get_logger("chatgate.providers")
 
@@ -97,3 +100,31 @@ def malformed_event(provider: str, cause: Exception) -> ProviderConnectionError:
     error = ProviderConnectionError(f"{provider} sent a malformed event", provider=provider)
     error.__cause__ = cause
     return error
+
+
+MapEvent = Callable[[SSEEvent, str], list[ProviderEvent] | None]
+"""A provider's mapping of one event (with data) to its events; None for the protocol's
+last event (``[DONE]``, ``message_stop``)."""
+
+
+def read_sse_events(decoder: SSEDecoder, raw: bytes, map_event: MapEvent, provider: str
+                    ) -> tuple[list[ProviderEvent], bool, ProviderError | None]:
+    """The events of one network read, its text deltas joined (``merge_text``); whether
+    the protocol's last event came; and the in-stream error that cut the read short, if
+    one did (the events before it still count). An event without data carries nothing;
+    one whose JSON has the wrong shape is a broken stream (``malformed_event``)."""
+    events: list[ProviderEvent] = []
+    try:
+        for message in decoder.feed(raw):
+            if not message.data:
+                continue
+            try:
+                mapped = map_event(message, provider)
+            except MALFORMED as exc:  # the event's shape (our decoding is outside the try)
+                return merge_text(events), False, malformed_event(provider, exc)
+            if mapped is None:
+                return merge_text(events), True, None
+            events += mapped
+    except ProviderError as exc:
+        return merge_text(events), False, exc
+    return merge_text(events), False, None
