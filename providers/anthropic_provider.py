@@ -50,7 +50,7 @@ from providers.errors import (
     error_for_status,
     retry_after_from_headers,
 )
-from providers.sse import SSEDecoder, SSEEvent, event_json, read_sse_events
+from providers.sse import SSEEvent, event_json
 from providers.transport import (
     backstop_timeouts,
     map_transport_errors,
@@ -149,12 +149,6 @@ def map_anthropic_event(message: SSEEvent, provider: str) -> list[ProviderEvent]
     return map_anthropic_data(data, provider)
 
 
-def read_anthropic_events(decoder: SSEDecoder, raw: bytes, provider: str = "anthropic"
-                          ) -> tuple[list[ProviderEvent], bool, ProviderError | None]:
-    """One network read's events (``read_sse_events``); the last is ``message_stop``."""
-    return read_sse_events(decoder, raw, map_anthropic_event, provider)
-
-
 def stream_error(error_type: str | None, provider: str, *, status: int | None = None,
                  retry_after_s: float | None = None) -> ProviderError:
     """An HTTP status's error (``status``), or, for an ``error`` event inside a 200 stream
@@ -216,7 +210,7 @@ class AnthropicProvider:
 
     def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         return stream_sse_answer(functools.partial(self._send, request),
-                                 read_anthropic_events, self.name,
+                                 map_anthropic_event, self.name,
                                  map_anthropic_errors(self.name))
 
     async def _send(self, request: ProviderRequest) -> httpx2.Response:

@@ -48,7 +48,7 @@ from providers.errors import (
     error_for_status,
     retry_after_from_headers,
 )
-from providers.sse import SSEDecoder, SSEEvent, event_json, read_sse_events
+from providers.sse import SSEEvent, event_json
 from providers.transport import (
     backstop_timeouts,
     map_transport_errors,
@@ -100,12 +100,6 @@ def map_openai_event(message: SSEEvent, provider: str) -> list[ProviderEvent] | 
     if message.data == "[DONE]":
         return None
     return map_openai_data(event_json(message.data, provider), provider)
-
-
-def read_events(decoder: SSEDecoder, raw: bytes, provider: str = "openai"
-                ) -> tuple[list[ProviderEvent], bool, ProviderError | None]:
-    """One network read's events (``read_sse_events``); the last event is ``[DONE]``."""
-    return read_sse_events(decoder, raw, map_openai_event, provider)
 
 
 def _stream_error(error: Any, provider: str) -> ProviderError:
@@ -214,7 +208,7 @@ class OpenAIProvider:
         return "openai"
 
     def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
-        return stream_sse_answer(functools.partial(self._send, request), read_events,
+        return stream_sse_answer(functools.partial(self._send, request), map_openai_event,
                                  self.name, map_openai_errors(self.name))
 
     async def _send(self, request: ProviderRequest) -> httpx2.Response:

@@ -14,13 +14,8 @@ import httpx2
 from gateway.config import ProviderOptions
 from providers.aiohttp_transport import body_answered, body_chunks, map_aiohttp_errors
 from providers.base import Finish, ProviderEvent
-from providers.errors import ProviderConnectionError, ProviderError, ProviderTimeout
-from providers.sse import SSEDecoder
-
-ReadEvents = Callable[[SSEDecoder, bytes, str],
-                      tuple[list[ProviderEvent], bool, ProviderError | None]]
-"""A provider's decoding of one network read: its events, whether the protocol's last
-event came, and the in-stream error that cut the read short (after those events)."""
+from providers.errors import ProviderConnectionError, ProviderTimeout
+from providers.sse import MapEvent, SSEDecoder, read_sse_events
 
 
 @contextmanager
@@ -54,22 +49,24 @@ def without_platform_headers(omit: Any) -> Mapping[str, str]:
     return cast(Mapping[str, str], dict.fromkeys(PLATFORM_HEADERS, omit))
 
 
-async def stream_sse_answer(send: Callable[[], Awaitable[httpx2.Response]], read: ReadEvents,
-                            provider: str, errors: AbstractContextManager[None]
+async def stream_sse_answer(send: Callable[[], Awaitable[httpx2.Response]],
+                            map_event: MapEvent, provider: str,
+                            errors: AbstractContextManager[None]
                             ) -> AsyncGenerator[ProviderEvent, None]:
     """A streamed answer: ``send()`` (the SDK's request) under ``errors`` (where SDK and
     transport exceptions become ours), then the body straight from aiohttp, each read
-    decoded by ``read``. It ends at the protocol's last event (the body's end then read
-    for the connection's reuse); a body that ends cleanly before any finish is a broken
-    stream, not a complete answer; an error, ``aclose`` or a cancel closes the
-    connection, not drained. Providers return it from ``stream`` (no generator between)."""
+    decoded by ``read_sse_events`` with the provider's ``map_event``. It ends at the
+    protocol's last event (the body's end then read for the connection's reuse); a body
+    that ends cleanly before any finish is a broken stream, not a complete answer; an
+    error, ``aclose`` or a cancel closes the connection, not drained. Providers return it
+    from ``stream`` (no generator between)."""
     decoder = SSEDecoder()
     with errors:
         response = await send()
         finished = False  # a finish came (an answer may end without the last event)
         try:
             async for raw in body_chunks(response):
-                events, done, error = read(decoder, raw, provider)
+                events, done, error = read_sse_events(decoder, raw, map_event, provider)
                 for event in events:
                     yield event
                 if error is not None:

@@ -143,17 +143,18 @@ async def test_a_cancelled_caller_goes_on_only_once_its_calls_have_unwound() -> 
     assert order == ["cleaned up", "caller cancelled"]
 
 
+async def cancelled_from_elsewhere() -> None:
+    """A call whose awaited reply is cancelled by someone else, not by its caller (as the
+    pipeline cancels a batch's replies when its flusher is cancelled)."""
+    reply = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(reply.cancel)
+    await reply
+
+
 async def test_a_calls_own_cancellation_is_its_outcome_not_the_callers() -> None:
     """A call cancelled by someone else (the pipeline cancels a batch's replies when its
     flusher is cancelled): with return_exceptions it takes its place and the others
     finish; without, it is raised and the others are left to run, as gather does."""
-    loop = asyncio.get_running_loop()
-
-    async def cancelled_from_elsewhere() -> None:
-        reply = loop.create_future()
-        loop.call_soon(reply.cancel)
-        await reply
-
     async def answer() -> str:
         await asyncio.sleep(0)
         return "answer"
@@ -208,13 +209,6 @@ async def test_a_cancel_a_call_turns_into_an_error_still_cancels_the_caller() ->
 async def test_a_cancel_swallowed_earlier_does_not_make_a_calls_own_one_the_callers() -> None:
     """A caller whose task once swallowed a cancel (its count stays up) still gets a
     call's own cancellation in place."""
-    loop = asyncio.get_running_loop()
-
-    async def cancelled_from_elsewhere() -> None:
-        reply = loop.create_future()
-        loop.call_soon(reply.cancel)
-        await reply
-
     async def caller() -> list[Any]:
         with contextlib.suppress(asyncio.CancelledError):  # swallowed, without uncancel()
             await asyncio.sleep(3600)

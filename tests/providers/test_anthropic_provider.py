@@ -16,7 +16,7 @@ from providers.anthropic_provider import (
     anthropic_status_error,
     build_anthropic_params,
     map_anthropic_data,
-    read_anthropic_events,
+    map_anthropic_event,
 )
 from providers.base import Finish, Provider, TextDelta, UsageReport
 from providers.errors import (
@@ -26,7 +26,7 @@ from providers.errors import (
     ProviderOverloaded,
     ProviderRateLimited,
 )
-from providers.sse import SSEDecoder
+from providers.sse import SSEDecoder, read_sse_events
 from providers.transport import PLATFORM_HEADERS
 from tests.fakes.providers import TEST_API_KEY, chat_request, provider_for
 from tests.fakes.upstream import FakeUpstream, error_after, ok, status
@@ -80,21 +80,24 @@ def test_a_read_ends_at_message_stop_and_keeps_what_came_before_an_error() -> No
     def sse(data: dict[str, Any]) -> bytes:
         return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
 
+    def read(raw: bytes) -> tuple[list[Any], bool, Exception | None]:
+        """One network read, as the provider reads it (a fresh stream each)."""
+        return read_sse_events(SSEDecoder(), raw, map_anthropic_event, "anthropic")
+
     delta = {"type": "content_block_delta", "index": 0,
              "delta": {"type": "text_delta", "text": "a"}}
-    events, done, error = read_anthropic_events(
-        SSEDecoder(), sse(delta) + sse(delta) + sse({"type": "message_stop"}))
+    events, done, error = read(sse(delta) + sse(delta) + sse({"type": "message_stop"}))
     assert (events, done, error) == ([TextDelta("aa")], True, None)  # one read: joined
-    events, done, error = read_anthropic_events(SSEDecoder(), sse(delta) + sse(
+    events, done, error = read(sse(delta) + sse(
         {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}))
     assert events == [TextDelta("a")] and not done
     assert isinstance(error, ProviderOverloaded)
-    events, done, error = read_anthropic_events(SSEDecoder(), b"event: x\ndata: {oops\n\n")
+    events, done, error = read(b"event: x\ndata: {oops\n\n")
     assert isinstance(error, ProviderConnectionError)
-    events, done, error = read_anthropic_events(  # an object's place taken by a string
-        SSEDecoder(), sse(delta) + sse({"type": "content_block_delta", "delta": "x"}))
+    events, done, error = read(  # an object's place taken by a string
+        sse(delta) + sse({"type": "content_block_delta", "delta": "x"}))
     assert events == [TextDelta("a")] and isinstance(error, ProviderConnectionError)
-    events, done, error = read_anthropic_events(SSEDecoder(), b"event: ping\n\n" + sse(delta))
+    events, done, error = read(b"event: ping\n\n" + sse(delta))
     assert (events, error) == ([TextDelta("a")], None)  # an event without data: nothing
 
 

@@ -189,15 +189,21 @@ async def _open(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def test_pieces_that_arrive_together_leave_as_one_delta(
-        served: Callable[[Handler], Awaitable[Provider]]) -> None:
-    async def together(request: web.Request) -> web.StreamResponse:
+def _writes(body: bytes) -> Handler:
+    """A handler that sends ``body`` in one write, then ends the response."""
+    async def handler(request: web.Request) -> web.StreamResponse:
         response = await _open(request)
-        await response.write(_delta("Hel") + _delta("lo") + _delta(" there") + _CLOSING)
+        await response.write(body)
         await response.write_eof()
         return response
 
-    provider = await served(together)
+    return handler
+
+
+async def test_pieces_that_arrive_together_leave_as_one_delta(
+        served: Callable[[Handler], Awaitable[Provider]]) -> None:
+    provider = await served(_writes(_delta("Hel") + _delta("lo") + _delta(" there")
+                                    + _CLOSING))
     events = [event async for event in provider.stream(CONVERSATION)]
     assert events == [TextDelta("Hello there"), Finish("stop"),
                       UsageReport(prompt_tokens=5, completion_tokens=3)]
@@ -226,14 +232,8 @@ async def test_pieces_read_apart_stay_apart(
 
 async def test_a_malformed_event_is_a_broken_stream_and_an_empty_one_nothing(
         served: Callable[[Handler], Awaitable[Provider]]) -> None:
-    async def malformed(request: web.Request) -> web.StreamResponse:
-        response = await _open(request)
-        await response.write(_delta("Hel") + b"data:\n\n" + _delta("lo")
-                             + sse({"choices": ["not an object"]}))
-        await response.write_eof()
-        return response
-
-    provider = await served(malformed)
+    provider = await served(_writes(_delta("Hel") + b"data:\n\n" + _delta("lo")
+                                    + sse({"choices": ["not an object"]})))
     texts: list[str] = []
     with pytest.raises(ProviderConnectionError) as caught:
         async for event in provider.stream(CONVERSATION):
@@ -248,13 +248,7 @@ async def test_an_answer_may_end_after_its_finish_without_done(
     """Some OpenAI-compatible servers end the body after the finish chunk, without
     ``[DONE]``: a complete answer (a body ending before any finish is not: the contract
     tests)."""
-    async def no_done(request: web.Request) -> web.StreamResponse:
-        response = await _open(request)
-        await response.write(_delta("Hi") + _CLOSING.removesuffix(b"data: [DONE]\n\n"))
-        await response.write_eof()
-        return response
-
-    provider = await served(no_done)
+    provider = await served(_writes(_delta("Hi") + _CLOSING.removesuffix(b"data: [DONE]\n\n")))
     events = [event async for event in provider.stream(CONVERSATION)]
     assert events == [TextDelta("Hi"), Finish("stop"),
                       UsageReport(prompt_tokens=5, completion_tokens=3)]
@@ -312,13 +306,7 @@ async def test_text_before_an_error_in_the_same_read_still_goes_out(
         served: Callable[[Handler], Awaitable[Provider]]) -> None:
     error: dict[str, Any] = {"error": {"type": "server_error", "message": "boom"}}
 
-    async def broken(request: web.Request) -> web.StreamResponse:
-        response = await _open(request)
-        await response.write(_delta("Hel") + _delta("lo") + sse(error))
-        await response.write_eof()
-        return response
-
-    provider = await served(broken)
+    provider = await served(_writes(_delta("Hel") + _delta("lo") + sse(error)))
     texts: list[str] = []
     with pytest.raises(ProviderOverloaded):
         async for event in provider.stream(CONVERSATION):
