@@ -38,6 +38,12 @@ def _mark(ok: bool | None) -> str:
     return {True: "met", False: "**not met**", None: "—"}[ok]
 
 
+def sweep_passed(result: dict[str, Any]) -> bool:
+    """A sweep level within the budget: no failure, no errors, added p99 under 10 ms."""
+    return not (result.get("failed") or result.get("errors")) and \
+        result.get("added_ttft_p99", math.inf) < ADDED_TTFT_BUDGET_MS
+
+
 def sweep_best(subject: Subject) -> tuple[str, str]:
     """(highest concurrency with p99 added TTFT < 10 ms, turns/s there)."""
     sweep = subject.results.get("sweep")
@@ -46,7 +52,7 @@ def sweep_best(subject: Subject) -> tuple[str, str]:
     best = None
     for level in sorted(sweep):
         r = sweep[level]
-        if r.get("failed") or r.get("errors") or not (r["added_ttft_p99"] < ADDED_TTFT_BUDGET_MS):
+        if not sweep_passed(r):
             break
         best = (level, r)
     if best is None:
@@ -185,12 +191,18 @@ def _sweep(bench: Bench) -> list[str]:
                 cells.append("(stopped)")
             else:
                 errors = f", {r['errors']} errors" if r.get("errors") else ""
+                first = r.get("first_attempt")
+                retried = (f"; first attempt {_num(first.get('added_ttft_p99'), 1)}"
+                           if first else "")
                 cells.append(f"{_num(r['added_ttft_p99'], 1)} ({_num(r.get('turns_per_s'), 1)}"
-                             f"{errors})")
+                             f"{errors}{retried})")
         rows.append([subject.name, *cells])
     return ["### Concurrency sweep: added TTFT p99 in ms (turns/s), 64 deltas × 20 ms", "",
             *_table(["subject", *[f"x{lv}" for lv in levels]], rows),
-            "", "A subject stops at the first level over 10 ms (or with errors).", ""]
+            "", "Each level's window holds at least "
+            f"{bench.plan.sweep_min_turns} turns. A level over 10 ms (or with errors) is "
+            "measured again, the direct path beside it; a subject stops at the first level "
+            "over in both attempts (a retried cell shows the first attempt too).", ""]
 
 
 def _memory(bench: Bench) -> list[str]:
@@ -264,7 +276,8 @@ What each figure measured:
   100 % the load side, not the gateway, limits the figure.
 - **max concurrency, added p99 TTFT < 10 ms**: concurrency sweep on the "chat" upstream
   (64 deltas × 20 ms); the highest level whose TTFT p99 minus the direct path's p99 at the
-  same level stays under 10 ms (with no errors), and the turns/s measured there.
+  same level stays under 10 ms (with no errors), and the turns/s measured there. A level
+  over it is measured once more (direct path too) and counts as over only if over again.
 - **peak RSS**: VmHWM summed over the gateway's process tree, after the load phases
   (before the idle-socket and soak phases).
 - **idle WebSocket memory**: gateway RSS with N idle sockets (they only answer pings)

@@ -57,6 +57,7 @@ class Plan:
     sweep_warmup_s: float
     sweep_s: float
     sweep_all_subjects: bool  # False: only chatgate-ws and its floor
+    sweep_min_turns: int  # a level's window grows (by max_extra_s at most) to this many turns
     idle_connections: int
     soak_s: float
     soak_rate: float
@@ -69,12 +70,12 @@ class Plan:
 
 QUICK = Plan("quick", overhead_blocks=3, overhead_block_turns=40, load_concurrency=200,
              load_warmup_s=1.0, load_s=2.5, sweep_levels=(50, 200), sweep_warmup_s=1.5,
-             sweep_s=2.0, sweep_all_subjects=False, idle_connections=1000, soak_s=30,
-             soak_rate=15, cache_turns=100, litellm_workers=(1,), max_extra_s=15.0,
+             sweep_s=2.0, sweep_all_subjects=False, sweep_min_turns=100, idle_connections=1000,
+             soak_s=30, soak_rate=15, cache_turns=100, litellm_workers=(1,), max_extra_s=15.0,
              min_window_share=0.5, drain_s=4.0)
 FULL = Plan("full", overhead_blocks=10, overhead_block_turns=100, load_concurrency=200,
-            load_warmup_s=2.0, load_s=15.0, sweep_levels=(1, 10, 50, 100, 200, 300),
-            sweep_warmup_s=2.0, sweep_s=8.0, sweep_all_subjects=True,
+            load_warmup_s=2.0, load_s=15.0, sweep_levels=(10, 50, 100, 200, 300),
+            sweep_warmup_s=2.0, sweep_s=8.0, sweep_all_subjects=True, sweep_min_turns=100,
             idle_connections=10_000, soak_s=600, soak_rate=15, cache_turns=500,
             litellm_workers=(1, 2), max_extra_s=60.0, min_window_share=1.0, drain_s=30.0)
 
@@ -268,13 +269,14 @@ def phase_overhead(bench: Bench) -> None:
 
 
 def _load_run(bench: Bench, subject: Subject, *, concurrency: int, warmup_s: float,
-              duration_s: float, tag: str) -> dict[str, Any]:
+              duration_s: float, tag: str, min_turns: int = 0) -> dict[str, Any]:
     plan = bench.plan
     watch = [bench.upstream, *([subject.service] if subject.service else []),
              *subject.watch_extra]
     measured = bench.driver.run([_segment(
         subject, tag, mode="concurrency", concurrency=concurrency, warmup_s=warmup_s,
-        duration_s=duration_s, min_window_turns=int(concurrency * plan.min_window_share),
+        duration_s=duration_s,
+        min_window_turns=max(min_turns, int(concurrency * plan.min_window_share)),
         max_extra_s=plan.max_extra_s, drain_s=plan.drain_s)], watch=watch)
     segment = measured.segments[0] if measured.segments else {"failed": "no output"}
     merged = _merge([segment])
@@ -309,30 +311,43 @@ def phase_load(bench: Bench) -> None:
 
 def phase_sweep(bench: Bench) -> None:
     """Concurrency sweep (chat profile, 64 deltas x 20 ms): the highest concurrency where
-    the p99 added TTFT (target p99 minus direct p99 at that level) stays under 10 ms."""
+    the p99 added TTFT (target p99 minus direct p99 at that level) stays under 10 ms.
+
+    Each level's window holds at least ``sweep_min_turns`` turns (a p99 of a handful is
+    its worst turn). A subject over the budget at a level is measured there once more,
+    with the direct path again beside it: one stall on a shared machine does not end its
+    sweep, two do. Both attempts are kept and reported. Concurrency 1 is the overhead
+    phase's (alternating blocks, many more turns), not a sweep level."""
     svc.set_profile(bench.upstream, **PROFILES["chat"])
     plan = bench.plan
     chosen = [s for s in bench.subjects if plan.sweep_all_subjects or s.name in
               ("chatgate-ws", "bare-ws")]
     over: set[str] = set()  # subjects past their limit: higher levels are not run
+
+    def measure(subject: Subject, level: int) -> dict[str, Any]:
+        log(f"sweep x{level}: {subject.name}")
+        return _load_run(bench, subject, concurrency=level, warmup_s=plan.sweep_warmup_s,
+                         duration_s=plan.sweep_s, tag="sweep", min_turns=plan.sweep_min_turns)
+
     for level in plan.sweep_levels:
         if all(s.name in over for s in chosen):
             break
-        log(f"sweep x{level}: direct")
-        direct = _load_run(bench, bench.direct, concurrency=level,
-                           warmup_s=plan.sweep_warmup_s, duration_s=plan.sweep_s, tag="sweep")
-        bench.direct.results.setdefault("sweep", {})[level] = direct
+        direct = bench.direct.results.setdefault("sweep", {})[level] = measure(bench.direct,
+                                                                               level)
         for subject in chosen:
             if subject.name in over:
                 continue
-            log(f"sweep x{level}: {subject.name}")
-            result = _load_run(bench, subject, concurrency=level,
-                               warmup_s=plan.sweep_warmup_s, duration_s=plan.sweep_s,
-                               tag="sweep")
+            result = measure(subject, level)
             result["added_ttft_p99"] = result["ttft_p99"] - direct["ttft_p99"]
+            if not report.sweep_passed(result):  # confirm: both paths measured again
+                again_direct = measure(bench.direct, level)
+                again = measure(subject, level)
+                again["added_ttft_p99"] = again["ttft_p99"] - again_direct["ttft_p99"]
+                again["first_attempt"] = {k: result.get(k) for k in (
+                    "added_ttft_p99", "ttft_p99", "turns_per_s", "errors", "failed")}
+                result = again
             subject.results.setdefault("sweep", {})[level] = result
-            if result.get("failed") or result.get("errors") or not (
-                    result["added_ttft_p99"] < report.ADDED_TTFT_BUDGET_MS):
+            if not report.sweep_passed(result):
                 over.add(subject.name)
     for subject in bench.subjects:
         if subject not in chosen:
