@@ -29,6 +29,7 @@ from providers.base import ChatMessage, Role
 CONVERSATION_HEADER = "X-Conversation-Id"
 _ROLES = {"system", "user", "assistant", "developer"}
 _FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}
+_DONE_EVENT = b"data: [DONE]\n\n"
 
 
 class _ErrorSeen(GatewayError):
@@ -102,9 +103,10 @@ class CompletionSink:
                 "chat.completion.chunk", "created": self.created, "model": self.start.model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
-    async def _write(self, payload: dict[str, Any] | str) -> None:
-        data = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
-        await self._send(f"data: {data}\n\n".encode())
+    @staticmethod
+    def _event(payload: dict[str, Any] | str) -> bytes:
+        data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
+        return b"data: " + data + b"\n\n"
 
     async def _write_delta(self, text: str) -> None:
         """``data: <chunk>`` of one content delta: the chunk's bytes around the text are the
@@ -115,18 +117,22 @@ class CompletionSink:
             self._delta_head, self._delta_tail = b"data: " + head + b'"content":', tail + b"\n\n"
         await self._send(self._delta_head + orjson.dumps(text) + self._delta_tail)
 
-    async def flush(self) -> None:
-        """Write anything still held back (the stream ends with no write after it)."""
-        if self._held:
-            await self._send(b"")
+    async def end(self) -> None:
+        """End the body, with anything still held back, unless ``done`` or an error ended it
+        (a turn whose client went away ends with neither)."""
+        await self._send(b"", last=True)
 
-    async def _send(self, data: bytes) -> None:
-        """One write: anything held back goes first, in the same write."""
+    async def _send(self, data: bytes, *, last: bool = False) -> None:
+        """One write: anything held back goes first, in the same write. The ``last`` one
+        ends the body too (its events and the chunked terminator: one write)."""
         assert self.response is not None
         if self._held:
             data, self._held = self._held + data, b""
         try:
-            await self.response.write(data)
+            if last:
+                await self.response.write_eof(data)
+            else:
+                await self.response.write(data)
         except (ConnectionError, RuntimeError) as exc:
             raise SinkClosed() from exc
 
@@ -152,8 +158,8 @@ class CompletionSink:
             case ErrorFrame():
                 self.error = frame
                 if self._stream and self.response is not None:
-                    await self._write(error_body(_ErrorSeen(frame, 500)))
-                    await self._write("[DONE]")
+                    await self._send(self._event(error_body(_ErrorSeen(frame, 500)))
+                                     + _DONE_EVENT, last=True)
             case _:
                 pass
 
@@ -166,12 +172,14 @@ class CompletionSink:
         self.response = response
 
     async def _finish_stream(self, done: DoneFrame) -> None:
-        await self._write(self._chunk({}, _FINISH.get(done.finish_reason, "stop")))
+        """The finish chunk, the usage chunk (when asked for), ``[DONE]`` and the end of the
+        body, in one write: the stream's end is one packet, not four."""
+        events = self._event(self._chunk({}, _FINISH.get(done.finish_reason, "stop")))
         if self._include_usage:
             chunk = self._chunk({}, None)
             chunk["choices"], chunk["usage"] = [], done.usage
-            await self._write(chunk)
-        await self._write("[DONE]")
+            events += self._event(chunk)
+        await self._send(events + _DONE_EVENT, last=True)
 
     def body(self) -> dict[str, Any]:
         assert self.start is not None and self.done is not None
@@ -202,9 +210,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     sink = CompletionSink(request, stream=stream, include_usage=include_usage)
     await runtime.service.chat(principal, frame, sink)
     if sink.response is not None:
-        with contextlib.suppress(ConnectionError, SinkClosed):  # the client left after [DONE]
-            await sink.flush()
-            await sink.response.write_eof()
+        with contextlib.suppress(SinkClosed):  # the client left
+            await sink.end()
         return sink.response
     headers = {CONVERSATION_HEADER: conversation_id} if conversation_id else {}
     if sink.error is not None:

@@ -24,9 +24,8 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     if "done" in request.query:
         await sink.send(DoneFrame("http", "conv-1", {"prompt_tokens": 3, "completion_tokens": 4,
                                                      "total_tokens": 7}, 0.0, False, "stop"))
-    await sink.flush()
+    await sink.end()
     assert sink.response is not None
-    await sink.response.write_eof()
     return sink.response
 
 
@@ -64,3 +63,44 @@ async def test_the_role_chunk_is_never_lost_when_no_delta_follows() -> None:
     assert with_done[3:] == ["[DONE]"]
     [only] = alone
     assert orjson.loads(only)["choices"][0]["delta"]["role"] == "assistant"
+
+
+async def test_the_end_of_a_stream_is_one_write_that_ends_the_body() -> None:
+    """Finish chunk, usage chunk, [DONE] and the chunked terminator: one write (not four
+    writes and an end), seen at the response's two writing methods."""
+    writes: list[tuple[str, bytes]] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        sink = CompletionSink(request, stream=True, include_usage=True)
+        await sink.send(StartFrame("http", "conv-1", "openai", "gpt-x"))
+        response = sink.response
+        assert response is not None
+        write, write_eof = response.write, response.write_eof
+
+        async def spy_write(data: bytes) -> None:
+            writes.append(("write", bytes(data)))
+            await write(data)
+
+        async def spy_write_eof(data: bytes = b"") -> None:
+            writes.append(("write_eof", bytes(data)))
+            await write_eof(data)
+
+        response.write, response.write_eof = spy_write, spy_write_eof  # type: ignore[method-assign]
+        await sink.send(DeltaFrame("http", "Hi"))
+        await sink.send(DoneFrame("http", "conv-1", {"prompt_tokens": 3, "completion_tokens": 1,
+                                                     "total_tokens": 4}, 0.0, False, "length"))
+        await sink.end()  # what the handler does after the turn: nothing more to write
+        return response
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    async with TestClient(TestServer(app)) as client:
+        raw = (await (await client.post("/")).read()).decode()
+    (first, delta), (second, last), *after = writes
+    assert (first, second) == ("write", "write_eof")
+    assert delta.decode().count("data: ") == 2  # the role chunk went with the first delta
+    assert last.endswith(b"data: [DONE]\n\n") and last.count(b"data: ") == 3
+    assert b'"finish_reason":"length"' in last and b'"total_tokens":4' in last
+    # the handler's end() and aiohttp's own, after the body had ended: nothing to write
+    assert after and after == [("write_eof", b"")] * len(after)
+    assert raw.endswith(last.decode())
