@@ -1,11 +1,11 @@
 """Each provider's own CPU per streamed answer, side by side in one process.
 
-    .venv/bin/python bench/provider_cpu.py                     # openai and anthropic, 3 rounds
+    .venv/bin/python bench/provider_cpu.py                     # openai, anthropic, bedrock
     .venv/bin/python bench/provider_cpu.py --concurrency 50 --tokens 64 --delay-ms 5 --rounds 5
 
-Starts the mock upstream (``bench/upstream.py``, which speaks OpenAI's Chat Completions
-and Anthropic's Messages streams) on the load core and, in this process on the gateway
-core, streams answers through chatgate's providers exactly as the router does
+Starts the mock upstream (``bench/upstream.py``, which speaks OpenAI's Chat Completions,
+Anthropic's Messages and Bedrock's ConverseStream) on the load core and, in this process
+on the gateway core, streams answers through chatgate's providers exactly as the router does
 (``provider.stream(request)`` to the end), ``--concurrency`` at once. Each round gives
 every provider one block of ``--seconds``, in turn, so a drift of the machine hits them
 alike; a provider's figure is this process's CPU over its blocks divided by the answers
@@ -35,11 +35,23 @@ from run import GATEWAY_CORE, LOAD_CORE
 from gateway.config import ProviderOptions
 from providers.anthropic_provider import AnthropicProvider
 from providers.base import ChatMessage, ProviderRequest, TextDelta
+from providers.bedrock_provider import BedrockProvider
 from providers.openai_provider import OpenAIProvider
+
+
+def _bedrock(options: ProviderOptions, *, api_key: str) -> BedrockProvider:
+    """Bedrock through aioboto3 as the gateway runs it, signing with dummy credentials."""
+    import aioboto3
+
+    session = aioboto3.Session(aws_access_key_id="bench", aws_secret_access_key=api_key,
+                               region_name="us-east-1")
+    return BedrockProvider(options, region="us-east-1", session=session)
+
 
 PROVIDERS: dict[str, tuple[Callable[..., Any], str]] = {
     "openai": (OpenAIProvider, "/v1"),
     "anthropic": (AnthropicProvider, ""),
+    "bedrock": (_bedrock, ""),
 }
 
 
@@ -116,7 +128,7 @@ def report(results: dict[str, list[tuple[float, int, int]]], args: argparse.Name
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--providers", default="openai,anthropic")
+    parser.add_argument("--providers", default="openai,anthropic,bedrock")
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--delay-ms", type=float, default=5.0)

@@ -7,7 +7,11 @@ OpenAI shapes them (a role chunk, one chunk per token, a finish chunk, a usage c
 Anthropic Messages request (always streamed) with the events Anthropic sends, in their
 order (``message_start`` with the input tokens, ``content_block_start``, ``ping``, one
 ``content_block_delta`` per token, ``content_block_stop``, ``message_delta`` with the stop
-reason and output tokens, ``message_stop``). How it answers is a *profile*:
+reason and output tokens, ``message_stop``). ``POST /model/{modelId}/converse-stream``
+answers Bedrock's ConverseStream in AWS event-stream frames (``messageStart``, one
+``contentBlockDelta`` per token, ``contentBlockStop``, ``messageStop``, ``metadata`` with
+the usage; encoded by ``tests/fakes/eventstream.py``, standard library only). How it
+answers is a *profile*:
 
     tokens      content deltas per answer
     ttft_ms     delay before the first content delta (headers and the role chunk go at once)
@@ -26,11 +30,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.fakes.eventstream import event_frame  # from the repository's root
 
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 
@@ -123,6 +132,30 @@ class AnthropicAnswers:
                 + _event("message_stop", {"type": "message_stop"}))
 
 
+class BedrockAnswers:
+    """Pre-encoded ConverseStream frames per (model, profile)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Profile, list[bytes]] = {}
+
+    def deltas(self, profile: Profile) -> list[bytes]:
+        if profile not in self._cache:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[profile] = [event_frame("contentBlockDelta", {
+                "contentBlockIndex": 0, "delta": {"text": f" {WORDS[i % len(WORDS)]}"}})
+                for i in range(profile.tokens)]
+        return self._cache[profile]
+
+    @staticmethod
+    def closing(input_tokens: int, output_tokens: int) -> bytes:
+        usage = {"inputTokens": input_tokens, "outputTokens": output_tokens,
+                 "totalTokens": input_tokens + output_tokens}
+        return (event_frame("contentBlockStop", {"contentBlockIndex": 0})
+                + event_frame("messageStop", {"stopReason": "end_turn"})
+                + event_frame("metadata", {"usage": usage, "metrics": {"latencyMs": 1}}))
+
+
 def prompt_tokens(body: dict[str, Any]) -> int:
     """A cheap estimate (4 characters a token) of the prompt: the usage chunk reports it."""
     chars = 0
@@ -138,6 +171,7 @@ class Upstream:
         self.profile = profile
         self.answers = Answers()
         self.anthropic = AnthropicAnswers()
+        self.bedrock = BedrockAnswers()
         self.requests = 0
         self.streams_open = 0
 
@@ -145,6 +179,7 @@ class Upstream:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.completions)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/model/{model}/converse-stream", self.converse_stream)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/bench/profile", self.set_profile)
         app.router.add_get("/bench/profile", self.get_profile)
@@ -183,6 +218,23 @@ class Upstream:
         return await self._send_stream(request, opening, deltas, profile,
                                        self.anthropic.closing(profile.tokens))
 
+    async def converse_stream(self, request: web.Request) -> web.StreamResponse:
+        """Bedrock's ConverseStream (text content blocks; the system blocks counted too)."""
+        self.requests += 1
+        body = json.loads(await request.read())
+        profile = self.profile
+        max_tokens = (body.get("inferenceConfig") or {}).get("maxTokens")
+        if isinstance(max_tokens, int) and 0 < max_tokens < profile.tokens:
+            profile = replace(profile, tokens=max_tokens)
+        chars = sum(len(block.get("text", "")) for message in body.get("messages") or []
+                    for block in message.get("content") or [])
+        chars += sum(len(block.get("text", "")) for block in body.get("system") or [])
+        return await self._send_stream(
+            request, event_frame("messageStart", {"role": "assistant"}),
+            self.bedrock.deltas(profile), profile,
+            self.bedrock.closing(max(1, chars // 4), profile.tokens),
+            content_type="application/vnd.amazon.eventstream")
+
     async def _whole(self, model: str, profile: Profile, usage: dict[str, int]) -> web.Response:
         await asyncio.sleep((profile.ttft_ms + profile.delay_ms * max(0, profile.tokens - 1))
                             / 1000)
@@ -204,9 +256,10 @@ class Upstream:
                                        tail + b"data: [DONE]\n\n")
 
     async def _send_stream(self, request: web.Request, opening: bytes, tokens: list[bytes],
-                           profile: Profile, closing: bytes) -> web.StreamResponse:
+                           profile: Profile, closing: bytes,
+                           content_type: str = "text/event-stream") -> web.StreamResponse:
         """The opening at once, each token's chunk on the profile's pace, the closing."""
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+        response = web.StreamResponse(headers={"Content-Type": content_type,
                                                "Cache-Control": "no-cache"})
         self.streams_open += 1
         try:

@@ -10,17 +10,13 @@ Point aioboto3 at ``fake.url`` with ``endpoint_url`` and dummy credentials.
 
 from __future__ import annotations
 
-import json
-import struct
-import zlib
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.eventstream import event_frame, exception_frame
 from tests.fakes.upstream import ErrorKind, FakeUpstream, RecordedRequest, Reply, Status
 
-_STRING_HEADER = 7
 _ERROR_CODES = {400: "ValidationException", 401: "UnrecognizedClientException",
                 403: "AccessDeniedException", 404: "ResourceNotFoundException",
                 408: "ModelTimeoutException", 424: "ModelErrorException",
@@ -30,40 +26,6 @@ _STREAM_ERRORS: dict[ErrorKind, str] = {
     "overloaded": "serviceUnavailableException", "internal": "internalServerException",
     "rate_limited": "throttlingException", "bad_request": "validationException"}
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
-
-
-def _crc(data: bytes) -> bytes:
-    return struct.pack(">I", zlib.crc32(data) & 0xFFFFFFFF)
-
-
-def encode_headers(headers: Mapping[str, str]) -> bytes:
-    out = b""
-    for name, value in headers.items():
-        raw_name, raw_value = name.encode(), value.encode()
-        out += struct.pack(">B", len(raw_name)) + raw_name
-        out += struct.pack(">BH", _STRING_HEADER, len(raw_value)) + raw_value
-    return out
-
-
-def encode_event_message(headers: Mapping[str, str], payload: bytes) -> bytes:
-    """One AWS event-stream message: prelude + prelude CRC + headers + payload + CRC."""
-    raw_headers = encode_headers(headers)
-    total = 12 + len(raw_headers) + len(payload) + 4
-    prelude = struct.pack(">II", total, len(raw_headers))
-    message = prelude + _crc(prelude) + raw_headers + payload
-    return message + _crc(message)
-
-
-def event_frame(event_type: str, body: Mapping[str, Any]) -> bytes:
-    headers = {":event-type": event_type, ":content-type": "application/json",
-               ":message-type": "event"}
-    return encode_event_message(headers, json.dumps(body).encode())
-
-
-def exception_frame(exception_type: str, message: str) -> bytes:
-    headers = {":exception-type": exception_type, ":content-type": "application/json",
-               ":message-type": "exception"}
-    return encode_event_message(headers, json.dumps({"message": message}).encode())
 
 
 class BedrockWire:

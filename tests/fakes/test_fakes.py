@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from botocore.eventstream import EventStreamBuffer
 
-from tests.fakes.bedrock_server import encode_event_message, event_frame, exception_frame
+from tests.fakes.eventstream import encode_event_message, event_frame, exception_frame
 from tests.fakes.upstream import split_pieces
 
 
