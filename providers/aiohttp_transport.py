@@ -62,6 +62,7 @@ REST_MAX_BYTES = 64 * 1024
 MAX_FINISHING = 64  # bodies read so at once; beyond, a connection is closed as before
 
 MAX_REMEMBERED_URLS = 256  # parsed endpoint URLs an SDK client keeps
+MAX_UPSTREAM_CONNECTIONS = 1000  # a provider's connections at once: streams in flight
 _DROPPED_REQUEST_HEADERS = frozenset({b"accept-encoding", b"content-length", b"host",
                                       b"transfer-encoding"})
 _AUTO_REQUEST_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
@@ -225,7 +226,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
     timeouts of the providers' front ends, so a kept connection is rarely found closed (and
     a failed connect before the first token is retried by the router)."""
 
-    def __init__(self, *, max_connections: int = 1000, keepalive_s: float = 15.0,
+    def __init__(self, *, max_connections: int = MAX_UPSTREAM_CONNECTIONS,
+                 keepalive_s: float = 15.0,
                  ssl_context: ssl.SSLContext | bool = True) -> None:
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s

@@ -1,7 +1,12 @@
 """``bedrock``: the Converse API's ``converse_stream`` through aioboto3.
 
 Wire mapping is pure (``build_converse_params``, ``map_converse_event``,
-``bedrock_client_error``); the I/O is the client call inside ``map_bedrock_errors()``.
+``map_converse_message``, ``bedrock_client_error``); the I/O is the client call inside
+``map_bedrock_errors()``. aioboto3 sends the request (signing, endpoint, HTTP errors);
+the answer's event stream is read straight from aiohttp and decoded by
+:mod:`providers.eventstream` and orjson, not by botocore's model-driven parser, which
+cost more than the rest of the answer (``bench/provider_cpu.py``). A client whose body
+is not aiohttp's is read through botocore's parser as before.
 Credentials come from the standard AWS chain (or the session handed in); the endpoint
 from ``options.base_url``, else boto's own ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME`` /
 ``AWS_ENDPOINT_URL``. One client lives for the provider's lifetime: opened on first
@@ -31,6 +36,7 @@ from botocore.exceptions import (
 )
 
 from gateway.config import ProviderOptions
+from providers.aiohttp_transport import MAX_UPSTREAM_CONNECTIONS
 from providers.base import (
     Finish,
     FinishReason,
@@ -38,6 +44,7 @@ from providers.base import (
     ProviderRequest,
     TextDelta,
     UsageReport,
+    merge_text,
 )
 from providers.errors import (
     ProviderAuthError,
@@ -49,6 +56,8 @@ from providers.errors import (
     ProviderTimeout,
     error_for_status,
 )
+from providers.eventstream import EventMessage, EventStreamDecoder, MalformedEventStream
+from providers.sse import MALFORMED, event_json, malformed_event
 from providers.turns import split_turns
 
 _FINISH: dict[str, FinishReason] = {
@@ -103,18 +112,73 @@ def map_converse_event(event: Mapping[str, Any]) -> list[ProviderEvent]:
     return []
 
 
+def map_converse_message(message: EventMessage, provider: str = "bedrock"
+                         ) -> list[ProviderEvent]:
+    """One event-stream message of ``ConverseStream``: an event by its ``:event-type``
+    (its payload a JSON object, as botocore would parse it for ``map_converse_event``);
+    an exception (``:exception-type``) or error (``:error-code``) as the error it names."""
+    headers = message.headers
+    kind = headers.get(":message-type")
+    if kind == "event":
+        event_type = headers.get(":event-type")
+        if not isinstance(event_type, str):
+            raise ProviderConnectionError(f"{provider} sent an event without a type",
+                                          provider=provider)
+        payload = event_json(message.payload, provider) if message.payload else {}
+        return map_converse_event({event_type: payload})
+    code = headers.get(":exception-type") if kind == "exception" else \
+        headers.get(":error-code") if kind == "error" else None
+    if not isinstance(code, str):
+        raise ProviderConnectionError(f"{provider} sent a message it did not type",
+                                      provider=provider)
+    raise stream_exception(code, provider)
+
+
+def stream_exception(code: str, provider: str = "bedrock", status: int | None = None
+                     ) -> ProviderError:
+    """An exception in the event stream, by its code; an unknown one is overload."""
+    kind = _ERRORS_BY_CODE.get(code.lower(), ProviderOverloaded)
+    return kind(f"{provider} failed: {code or status}", provider=provider, status=status)
+
+
+def read_converse_events(decoder: EventStreamDecoder, raw: bytes, provider: str
+                         ) -> tuple[list[ProviderEvent], ProviderError | None]:
+    """The events of one network read, its text deltas joined, and the error that cut it
+    short, if one did (the events before it still count): an exception message, or bytes
+    that are not a valid event stream or event (a broken stream)."""
+    events: list[ProviderEvent] = []
+    try:
+        for message in decoder.feed(raw):
+            try:
+                events += map_converse_message(message, provider)
+            except MALFORMED as exc:  # the event's shape (decoding is outside the try)
+                return merge_text(events), malformed_event(provider, exc)
+    except MalformedEventStream as exc:
+        error = ProviderConnectionError(f"{provider} sent a malformed event stream",
+                                        provider=provider)
+        error.__cause__ = exc
+        return merge_text(events), error
+    except ProviderError as exc:
+        return merge_text(events), exc
+    return merge_text(events), None
+
+
+def raw_body(events: Any) -> aiohttp.StreamReader | None:
+    """The body under aiobotocore's event stream when aiohttp reads it (aiobotocore's
+    default session), else None: read through botocore's parser then."""
+    content = getattr(getattr(events, "_raw_stream", None), "content", None)
+    return content if isinstance(content, aiohttp.StreamReader) else None
+
+
 def bedrock_client_error(exc: ClientError, provider: str = "bedrock") -> ProviderError:
     """By error code, else by HTTP status; an unknown stream exception is overload."""
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    message = f"{provider} failed: {code or status}"
-    kind = _ERRORS_BY_CODE.get(code.lower())
-    if kind is not None:
-        return kind(message, provider=provider, status=status)
-    if isinstance(exc, EventStreamError) or not isinstance(status, int):
-        return ProviderOverloaded(message, provider=provider, status=status)
-    return error_for_status(status, message, provider=provider)
+    if code.lower() in _ERRORS_BY_CODE or isinstance(exc, EventStreamError) \
+            or not isinstance(status, int):
+        return stream_exception(code, provider, status)
+    return error_for_status(status, f"{provider} failed: {code or status}", provider=provider)
 
 
 @contextmanager
@@ -133,11 +197,14 @@ def map_bedrock_errors(provider: str = "bedrock") -> Iterator[None]:
 
 
 def client_config(options: ProviderOptions) -> BotoConfig:
-    """No botocore retries; its timeouts are a backstop, the router enforces the real ones."""
+    """No botocore retries; its timeouts are a backstop, the router enforces the real ones.
+    As many connections as the other providers' transport (botocore's default is 10: an
+    eleventh stream at once would wait for one of them to end)."""
     return BotoConfig(
         connect_timeout=options.connect_timeout_s,
         read_timeout=max(options.first_token_timeout_s, options.chunk_timeout_s),
         retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=MAX_UPSTREAM_CONNECTIONS,
     )
 
 
@@ -178,10 +245,22 @@ class BedrockProvider:
         finished = False  # messageStop came (its stop reason)
         try:
             with map_bedrock_errors(self.name):
-                async for event in events:
-                    for mapped in map_converse_event(event):
-                        finished = finished or type(mapped) is Finish
-                        yield mapped
+                body = raw_body(events)
+                if body is None:
+                    async for event in events:
+                        for mapped in map_converse_event(event):
+                            finished = finished or type(mapped) is Finish
+                            yield mapped
+                else:
+                    decoder = EventStreamDecoder()
+                    while raw := await body.readany():
+                        mapped_events, error = read_converse_events(decoder, raw, self.name)
+                        for mapped in mapped_events:
+                            finished = finished or type(mapped) is Finish
+                            yield mapped
+                        if error is not None:
+                            raise error
+                    finished = finished and not decoder.pending  # not cut mid-message
             if not finished:  # the stream ended cleanly, but the answer did not
                 raise ProviderConnectionError(f"{self.name} stream ended early",
                                               provider=self.name)

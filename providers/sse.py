@@ -73,7 +73,7 @@ class SSEDecoder:
         return None
 
 
-def event_json(text: str, provider: str) -> dict[str, Any]:
+def event_json(text: str | bytes, provider: str) -> dict[str, Any]:
     """An event's data as a JSON object; anything else the provider sent is a broken
     stream (``ProviderConnectionError``: retryable, as a cut connection)."""
     try:
