@@ -108,14 +108,11 @@ class _Body(httpx2.AsyncByteStream):
                 yield chunk
 
     def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, under a :class:`StallWatchdog` instead of aiohttp's
-        per-read timer (none when there is no read timeout or nothing left to wait for)."""
-        connection = self._response.connection
-        if self._read_timeout_s is None or connection is None or connection.protocol is None:
-            return self._response.content.iter_any()
-        connection.protocol.read_timeout = None  # the next request on it sets its own
-        self._watchdog = StallWatchdog(self._response.content, self._read_timeout_s)
-        return self._watchdog
+        """The body as it arrives (:func:`watched_body`)."""
+        chunks = watched_body(self._response, self._read_timeout_s)
+        if isinstance(chunks, StallWatchdog):
+            self._watchdog = chunks
+        return chunks
 
     def answered(self) -> None:
         """The protocol's last event has been read: what is left of the body is its framing
@@ -218,6 +215,19 @@ class StallWatchdog:
             self._idle_checks = 0
         self._seen, self._read_at_check = received, read
         self._handle = self._loop.call_later(self._timeout_s, self._check)
+
+
+def watched_body(response: aiohttp.ClientResponse, read_timeout_s: float | None
+                 ) -> AsyncIterator[bytes]:
+    """``response``'s body as it arrives, under a :class:`StallWatchdog` instead of
+    aiohttp's per-read timer, which is cancelled and scheduled anew for every read (none
+    when there is no read timeout or nothing left to wait for). Close the watchdog, if it
+    is one, when done with the body."""
+    connection = response.connection
+    if read_timeout_s is None or connection is None or connection.protocol is None:
+        return response.content.iter_any()
+    connection.protocol.read_timeout = None  # the next request on it sets its own
+    return StallWatchdog(response.content, read_timeout_s)
 
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):

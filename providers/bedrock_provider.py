@@ -36,7 +36,7 @@ from botocore.exceptions import (
 )
 
 from gateway.config import ProviderOptions
-from providers.aiohttp_transport import MAX_UPSTREAM_CONNECTIONS
+from providers.aiohttp_transport import MAX_UPSTREAM_CONNECTIONS, StallWatchdog, watched_body
 from providers.base import (
     Finish,
     FinishReason,
@@ -163,11 +163,16 @@ def read_converse_events(decoder: EventStreamDecoder, raw: bytes, provider: str
     return merge_text(events), None
 
 
-def raw_body(events: Any) -> aiohttp.StreamReader | None:
-    """The body under aiobotocore's event stream when aiohttp reads it (aiobotocore's
+def raw_body(events: Any) -> aiohttp.ClientResponse | None:
+    """The response under aiobotocore's event stream when aiohttp reads it (aiobotocore's
     default session), else None: read through botocore's parser then."""
-    content = getattr(getattr(events, "_raw_stream", None), "content", None)
-    return content if isinstance(content, aiohttp.StreamReader) else None
+    response = getattr(events, "_raw_stream", None)
+    return response if isinstance(response, aiohttp.ClientResponse) else None
+
+
+def read_timeout_s(options: ProviderOptions) -> float:
+    """botocore's read timeout: a backstop behind the router's clocks."""
+    return max(options.first_token_timeout_s, options.chunk_timeout_s)
 
 
 def bedrock_client_error(exc: ClientError, provider: str = "bedrock") -> ProviderError:
@@ -202,7 +207,7 @@ def client_config(options: ProviderOptions) -> BotoConfig:
     eleventh stream at once would wait for one of them to end)."""
     return BotoConfig(
         connect_timeout=options.connect_timeout_s,
-        read_timeout=max(options.first_token_timeout_s, options.chunk_timeout_s),
+        read_timeout=read_timeout_s(options),
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=MAX_UPSTREAM_CONNECTIONS,
     )
@@ -253,13 +258,19 @@ class BedrockProvider:
                             yield mapped
                 else:
                     decoder = EventStreamDecoder()
-                    while raw := await body.readany():
-                        mapped_events, error = read_converse_events(decoder, raw, self.name)
-                        for mapped in mapped_events:
-                            finished = finished or type(mapped) is Finish
-                            yield mapped
-                        if error is not None:
-                            raise error
+                    chunks = watched_body(body, read_timeout_s(self._options))
+                    try:
+                        async for raw in chunks:
+                            mapped_events, error = read_converse_events(decoder, raw,
+                                                                        self.name)
+                            for mapped in mapped_events:
+                                finished = finished or type(mapped) is Finish
+                                yield mapped
+                            if error is not None:
+                                raise error
+                    finally:
+                        if isinstance(chunks, StallWatchdog):
+                            chunks.close()
                     finished = finished and not decoder.pending  # not cut mid-message
             if not finished:  # the stream ended cleanly, but the answer did not
                 raise ProviderConnectionError(f"{self.name} stream ended early",

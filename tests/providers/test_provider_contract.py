@@ -18,6 +18,7 @@ from providers.errors import (
     ProviderError,
     ProviderOverloaded,
     ProviderRateLimited,
+    ProviderTimeout,
 )
 from tests.fakes.providers import chat_request, provider_for
 from tests.fakes.upstream import (
@@ -196,3 +197,23 @@ async def test_cancel_before_any_response_closes_the_connection(provider: Provid
     with pytest.raises(asyncio.CancelledError):
         await task
     await fake.wait_for_disconnect(within_s=1.0)
+
+
+async def test_a_stall_mid_answer_times_out_on_the_backstop(kind: str,
+                                                            fake: FakeUpstream) -> None:
+    """Alone (no router's clocks), a provider whose upstream goes silent after the first
+    delta fails with a timeout once its read timeout has passed (twice at most: the
+    watchdog's check), before the next delta would have come: it does not wait on."""
+    fake.script(slow("a", "b", delay_s=1.5))
+    provider = provider_for(kind, fake, ProviderOptions(first_token_timeout_s=0.2,
+                                                        chunk_timeout_s=0.2))
+    seen: list[ProviderEvent] = []
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProviderTimeout):
+            async for event in provider.stream(REQUEST):
+                seen.append(event)
+    finally:
+        await provider.aclose()
+    assert text_of(seen) == "a"  # the second delta, 1.5 s on, never came
+    assert time.monotonic() - started >= 0.2
