@@ -3,7 +3,8 @@
 Run:  .venv/bin/python bench/budgets.py [--pairs 20000] [--tasks 64] [--rounds 3]
 
 Starts its own redis-server on a free port (tests/redis_server.py) and measures, in one
-process and one run:
+process and one run, on the event loop and garbage-collector settings ``chatgate serve``
+runs with (uvloop where installed):
 1. the floor: a bare EVALSHA of a trivial script (``return 1``) with the same tasks,
    one round trip per call and auto-pipelined (memory.pipelining.AutoPipeline as the
    gateway's runtime makes it: its own client, a kept connection, bounded batches; the
@@ -33,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from budgets import BudgetLedger, BudgetLimits, Refused, ReservationRequest
 from budgets.keys import BrandKeys
+from gateway.cli import new_event_loop
+from gateway.gc_policy import tune_for_serving
 from gateway.runtime import REDIS_BATCH_TIMEOUT_S
 from memory.pipelining import AutoPipeline
 from memory.redis_client import connect_pipeline_client
@@ -218,5 +221,10 @@ if __name__ == "__main__":
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--tasks", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--asyncio", action="store_true",
+                        help="asyncio's own event loop instead of the server's (uvloop)")
     args = parser.parse_args()
-    asyncio.run(main(args.pairs, args.tasks, args.rounds))
+    tune_for_serving()
+    with asyncio.Runner(loop_factory=None if args.asyncio else new_event_loop) as loop:
+        print(f"event loop: {type(loop.get_loop()).__module__}")
+        loop.run(main(args.pairs, args.tasks, args.rounds))

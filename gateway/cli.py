@@ -87,7 +87,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         app = create_app(config)
     app.on_startup.append(_tune_gc)  # after the runtime has opened (cleanup_ctx runs first)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None,
-                loop=_new_event_loop())
+                loop=new_event_loop())
     return 0
 
 
@@ -95,7 +95,7 @@ async def _tune_gc(app: web.Application) -> None:
     tune_for_serving()
 
 
-def _new_event_loop() -> asyncio.AbstractEventLoop:
+def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop where it is installed (a faster loop for the same asyncio code)."""
     try:
         import uvloop
