@@ -44,7 +44,9 @@ from providers.base import (
     ProviderRequest,
     TextDelta,
     UsageReport,
+    delta_text,
     merge_text,
+    token_count,
 )
 from providers.errors import (
     ProviderAuthError,
@@ -58,6 +60,7 @@ from providers.errors import (
 )
 from providers.eventstream import EventMessage, EventStreamDecoder, MalformedEventStream
 from providers.sse import MALFORMED, event_json, malformed_event
+from providers.transport import backstop_timeouts
 from providers.turns import split_turns
 
 _FINISH: dict[str, FinishReason] = {
@@ -99,46 +102,50 @@ def build_converse_params(request: ProviderRequest) -> dict[str, Any]:
 
 
 def map_converse_event(event: Mapping[str, Any]) -> list[ProviderEvent]:
-    """One parsed ``ConverseStreamOutput`` member to our events (unknown ones: none)."""
+    """One parsed ``ConverseStreamOutput`` member to our events (unknown ones: none). A
+    member whose fields have the wrong types raises ``TypeError`` (malformed)."""
     if "contentBlockDelta" in event:
-        text = event["contentBlockDelta"].get("delta", {}).get("text")
+        text = delta_text(event["contentBlockDelta"].get("delta", {}).get("text"))
         return [TextDelta(text)] if text else []
     if "messageStop" in event:
         return [Finish(_FINISH.get(event["messageStop"].get("stopReason", ""), "stop"))]
     if "metadata" in event:
         usage = event["metadata"].get("usage", {})
-        return [UsageReport(prompt_tokens=usage.get("inputTokens"),
-                            completion_tokens=usage.get("outputTokens"))]
+        return [UsageReport(prompt_tokens=token_count(usage.get("inputTokens")),
+                            completion_tokens=token_count(usage.get("outputTokens")))]
     return []
+
+
+# The events ``map_converse_event`` reads; the others (messageStart, contentBlockStart and
+# contentBlockStop, and any AWS adds) carry nothing of ours and are passed over unread.
+_MAPPED_EVENTS = frozenset({"contentBlockDelta", "messageStop", "metadata"})
 
 
 def map_converse_message(message: EventMessage, provider: str = "bedrock"
                          ) -> list[ProviderEvent]:
-    """One event-stream message of ``ConverseStream``: an event by its ``:event-type``
-    (its payload a JSON object, as botocore would parse it for ``map_converse_event``);
-    an exception (``:exception-type``) or error (``:error-code``) as the error it names."""
+    """One event-stream message of ``ConverseStream``, told apart as botocore tells them:
+    an exception (``:exception-type``) or error (``:error-code``) raises the error it
+    names; anything else is an event, by ``:event-type``, whose JSON payload is read only
+    when it is one we map (an unknown type is passed over, whatever its payload)."""
     headers = message.headers
     kind = headers.get(":message-type")
-    if kind == "event":
-        event_type = headers.get(":event-type")
-        if not isinstance(event_type, str):
-            raise ProviderConnectionError(f"{provider} sent an event without a type",
-                                          provider=provider)
-        payload = event_json(message.payload, provider) if message.payload else {}
-        return map_converse_event({event_type: payload})
-    code = headers.get(":exception-type") if kind == "exception" else \
-        headers.get(":error-code") if kind == "error" else None
-    if not isinstance(code, str):
-        raise ProviderConnectionError(f"{provider} sent a message it did not type",
-                                      provider=provider)
-    raise stream_exception(code, provider)
+    if kind == "exception" or kind == "error":
+        code = headers.get(":exception-type" if kind == "exception" else ":error-code")
+        raise stream_exception(code if isinstance(code, str) else "", provider)
+    event_type = headers.get(":event-type")
+    if event_type not in _MAPPED_EVENTS:
+        return []
+    payload = event_json(message.payload, provider) if message.payload else {}
+    return map_converse_event({event_type: payload})
 
 
 def stream_exception(code: str, provider: str = "bedrock", status: int | None = None
                      ) -> ProviderError:
-    """An exception in the event stream, by its code; an unknown one is overload."""
+    """Bedrock's error by its code (an exception frame's, or an HTTP error's): an unknown
+    one is overload."""
     kind = _ERRORS_BY_CODE.get(code.lower(), ProviderOverloaded)
-    return kind(f"{provider} failed: {code or status}", provider=provider, status=status)
+    return kind(f"{provider} failed: {code or status or 'an unnamed error'}",
+                provider=provider, status=status)
 
 
 def read_converse_events(decoder: EventStreamDecoder, raw: bytes, provider: str
@@ -170,9 +177,6 @@ def raw_body(events: Any) -> aiohttp.ClientResponse | None:
     return response if isinstance(response, aiohttp.ClientResponse) else None
 
 
-def read_timeout_s(options: ProviderOptions) -> float:
-    """botocore's read timeout: a backstop behind the router's clocks."""
-    return max(options.first_token_timeout_s, options.chunk_timeout_s)
 
 
 def bedrock_client_error(exc: ClientError, provider: str = "bedrock") -> ProviderError:
@@ -207,7 +211,7 @@ def client_config(options: ProviderOptions) -> BotoConfig:
     eleventh stream at once would wait for one of them to end)."""
     return BotoConfig(
         connect_timeout=options.connect_timeout_s,
-        read_timeout=read_timeout_s(options),
+        read_timeout=backstop_timeouts(options)[0],
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=MAX_UPSTREAM_CONNECTIONS,
     )
@@ -253,12 +257,16 @@ class BedrockProvider:
                 body = raw_body(events)
                 if body is None:
                     async for event in events:
-                        for mapped in map_converse_event(event):
+                        try:
+                            mapped_events = map_converse_event(event)
+                        except MALFORMED as exc:
+                            raise malformed_event(self.name, exc) from exc
+                        for mapped in mapped_events:
                             finished = finished or type(mapped) is Finish
                             yield mapped
                 else:
                     decoder = EventStreamDecoder()
-                    chunks = watched_body(body, read_timeout_s(self._options))
+                    chunks = watched_body(body, backstop_timeouts(self._options)[0])
                     try:
                         async for raw in chunks:
                             mapped_events, error = read_converse_events(decoder, raw,
@@ -271,7 +279,6 @@ class BedrockProvider:
                     finally:
                         if isinstance(chunks, StallWatchdog):
                             chunks.close()
-                    finished = finished and not decoder.pending  # not cut mid-message
             if not finished:  # the stream ended cleanly, but the answer did not
                 raise ProviderConnectionError(f"{self.name} stream ended early",
                                               provider=self.name)

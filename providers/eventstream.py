@@ -5,9 +5,10 @@ headers length, both big-endian uint32) and its CRC32, the headers, the payload,
 CRC32 of everything before it. Both checksums are verified, the lengths bounded as botocore
 bounds them, and every header type decoded (Bedrock sends strings; the others are read so
 that none is misparsed). botocore's own parser builds several objects and parses the
-payload against the service model for every event, which made Bedrock's answers cost
-about 2.4 times the OpenAI provider's CPU (``bench/provider_cpu.py``); this one keeps the
-payload as bytes for the caller's JSON decoder.
+payload against the service model for every event: most of the per-event CPU of a Bedrock
+answer, which cost about 2.4 times the OpenAI provider's in all (``bench/provider_cpu.py``;
+botocore's 10-connection pool and aiohttp's per-read timer were the rest). This one keeps
+the payload as bytes for the caller's JSON decoder.
 
 Anything malformed raises :class:`MalformedEventStream`; nothing is skipped over.
 """
@@ -81,24 +82,35 @@ def decode_headers(data: bytes) -> dict[str, HeaderValue]:
 
 
 class EventStreamDecoder:
-    """Feed it the body's bytes as they arrive; it returns the messages completed."""
+    """Feed it the body's bytes as they arrive; it yields the messages they complete."""
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_held", "_held_bytes", "_needed")
 
     def __init__(self) -> None:
-        self._pending = b""  # the start of a message not yet complete
+        # The bytes of a message not yet complete, as they came (joined once enough are
+        # here: a large message in many reads is copied once, not once a read).
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._needed = PRELUDE_BYTES  # held bytes worth looking at again
 
     @property
     def pending(self) -> int:
         """Bytes held of a message not yet complete (a body ending with some is cut)."""
-        return len(self._pending)
+        return self._held_bytes
 
     def feed(self, chunk: bytes) -> Iterator[EventMessage]:
         """The messages ``chunk`` completes, one by one: those before a malformed one are
         had before it raises. Iterate it to its end (the bytes of a message not yet
         complete are kept then for the next feed)."""
-        data = self._pending + chunk if self._pending else chunk
-        at, size = 0, len(data)
+        if self._held:
+            self._held.append(chunk)
+            self._held_bytes += len(chunk)
+            if self._held_bytes < self._needed:
+                return
+            data = b"".join(self._held)
+        else:
+            data = chunk
+        at, size, needed = 0, len(data), PRELUDE_BYTES
         try:
             while size - at >= PRELUDE_BYTES:
                 total, headers_size, prelude_crc = _PRELUDE.unpack_from(data, at)
@@ -110,6 +122,7 @@ class EventStreamDecoder:
                     raise MalformedEventStream(f"bad lengths: total {total}, headers "
                                                f"{headers_size}")
                 if size - at < total:
+                    needed = total
                     break
                 end = at + total
                 (crc,) = _U32.unpack_from(data, end - 4)
@@ -121,4 +134,6 @@ class EventStreamDecoder:
                 at = end
                 yield message
         finally:
-            self._pending = data[at:]
+            rest = data[at:] if at < size else b""
+            self._held = [rest] if rest else []
+            self._held_bytes, self._needed = len(rest), needed

@@ -103,27 +103,52 @@ def test_client_errors_map_by_code_then_status(code: str, http_status: int, stre
     assert type(error) is expected
 
 
-def _event(kind: str, **headers: str) -> EventMessage:
-    return EventMessage({":message-type": kind, **headers}, b"{}")
+def _message(payload: bytes = b"{}", **headers: str) -> EventMessage:
+    return EventMessage(dict(headers), payload)
+
+
+def _typed(event_type: str, payload: bytes) -> EventMessage:
+    return _message(payload, **{":message-type": "event", ":event-type": event_type})
 
 
 def test_event_stream_messages_map() -> None:
-    delta = EventMessage({":message-type": "event", ":event-type": "contentBlockDelta"},
-                         b'{"contentBlockIndex":0,"delta":{"text":"Hey"}}')
-    assert map_converse_message(delta) == [TextDelta("Hey")]
-    assert map_converse_message(_event("event", **{":event-type": "somethingNew"})) == []
+    delta = b'{"contentBlockIndex":0,"delta":{"text":"Hey"}}'
+    assert map_converse_message(_typed("contentBlockDelta", delta)) == [TextDelta("Hey")]
+    # As botocore reads them: no message type is an event; an unknown event type, or none,
+    # is passed over unread, whatever its payload (AWS adds event types).
+    assert map_converse_message(_message(delta, **{":event-type": "contentBlockDelta"})) == [
+        TextDelta("Hey")]
+    for unread in (_typed("somethingNew", b"not json"), _typed("messageStart", b"[1, 2]"),
+                   _message(b"not json", **{":message-type": "event"}),
+                   _message(b"{}", **{":message-type": "surprise"})):
+        assert map_converse_message(unread) == []
     with pytest.raises(ProviderRateLimited):
-        map_converse_message(_event("exception", **{":exception-type": "throttlingException"}))
-    with pytest.raises(ProviderOverloaded):  # an unknown exception: overload, as botocore's
-        map_converse_message(_event("exception", **{":exception-type": "newException"}))
+        map_converse_message(_message(**{":message-type": "exception",
+                                         ":exception-type": "throttlingException"}))
+    for overload in ({":exception-type": "newException"}, {}):  # unknown or unnamed
+        with pytest.raises(ProviderOverloaded):
+            map_converse_message(_message(**{":message-type": "exception", **overload}))
     with pytest.raises(ProviderBadRequest):
-        map_converse_message(_event("error", **{":error-code": "ValidationException"}))
-    for untyped in (_event("event"), _event("exception"), _event("surprise")):
-        with pytest.raises(ProviderConnectionError):
-            map_converse_message(untyped)
-    with pytest.raises(ProviderConnectionError):  # the payload is not a JSON object
-        map_converse_message(EventMessage({":message-type": "event",
-                                           ":event-type": "metadata"}, b"[1]"))
+        map_converse_message(_message(**{":message-type": "error",
+                                         ":error-code": "ValidationException"}))
+    with pytest.raises(ProviderConnectionError):  # a mapped event's payload is no object
+        map_converse_message(_typed("metadata", b"[1]"))
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"delta":{"text":5}}',
+    b'{"usage":{"inputTokens":"3","outputTokens":1}}',
+    b'{"usage":{"inputTokens":3,"outputTokens":-1}}',
+    b'{"usage":{"inputTokens":true}}',
+], ids=["text-not-string", "tokens-as-string", "negative-tokens", "tokens-as-bool"])
+def test_fields_of_the_wrong_type_make_a_broken_stream(payload: bytes) -> None:
+    """Never an internal error, and never a count that would be billed."""
+    event_type = "contentBlockDelta" if b"delta" in payload else "metadata"
+    frame = encode_event_message({":message-type": "event", ":event-type": event_type},
+                                 payload)
+    events, error = read_converse_events(EventStreamDecoder(), frame, "bedrock")
+    assert events == [] and isinstance(error, ProviderConnectionError)
+    assert isinstance(error.__cause__, TypeError)
 
 
 def test_a_read_keeps_the_events_before_what_cut_it() -> None:
@@ -220,16 +245,19 @@ async def raw_bedrock() -> AsyncIterator[tuple[str, list[bytes]]]:
 START = event_frame("messageStart", {"role": "assistant"})
 DELTA = event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}})
 STOP = event_frame("messageStop", {"stopReason": "end_turn"})
+META = event_frame("metadata", {"usage": {"inputTokens": 4, "outputTokens": 1}})
 
 
 @pytest.mark.parametrize(("body", "complete"), [
     (START + DELTA + STOP, True),
     (START + DELTA + STOP[:-5], False),  # cut in the middle of the finish
+    (START + DELTA + STOP + META[:-5], True),  # cut after the finish: complete, unmetered
     (START + DELTA, False),  # ended cleanly before any finish
     (START + DELTA + DELTA[:-1] + bytes([DELTA[-1] ^ 1]) + STOP, False),  # damaged
     (START + DELTA + encode_event_message({":message-type": "event",
                                            ":event-type": "messageStop"}, b"{") + STOP, False),
-], ids=["complete", "cut-mid-message", "no-finish", "bad-checksum", "bad-json"])
+], ids=["complete", "cut-mid-message", "cut-after-finish", "no-finish", "bad-checksum",
+        "bad-json"])
 async def test_a_broken_event_stream_is_a_broken_answer(
         raw_bedrock: tuple[str, list[bytes]], body: bytes, complete: bool) -> None:
     url, bodies = raw_bedrock

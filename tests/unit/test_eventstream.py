@@ -134,3 +134,16 @@ def test_damaged_messages_are_refused_not_skipped(damage: object) -> None:
         for message in EventStreamDecoder().feed(good + bad + good):
             had.append(message)
     assert len(had) == 1  # the message before the damage was had; none after it
+
+
+def test_a_large_message_in_many_reads_comes_whole() -> None:
+    payload = bytes(range(256)) * 800  # 200 KiB
+    message = encode_event_message({":message-type": "event", ":event-type": "big"}, payload)
+    decoder, got, fed = EventStreamDecoder(), [], 0
+    for at in range(0, len(message), 1000):
+        piece = message[at:at + 1000]
+        got += decoder.feed(piece)
+        fed += len(piece)
+        assert decoder.pending == (fed if fed < len(message) else 0)
+    [whole] = got
+    assert whole.payload == payload and whole.headers[":event-type"] == "big"
