@@ -42,6 +42,8 @@ from providers.base import (
     ProviderRequest,
     TextDelta,
     UsageReport,
+    delta_text,
+    token_count,
 )
 from providers.errors import (
     ProviderConnectionError,
@@ -108,8 +110,9 @@ def anthropic_body(params: AnthropicParams) -> bytes:
 
 def _prompt_tokens(usage: dict[str, Any]) -> int:
     """All input tokens, cached or not: what the prompt costs against budgets."""
-    return ((usage.get("input_tokens") or 0) + (usage.get("cache_creation_input_tokens") or 0)
-            + (usage.get("cache_read_input_tokens") or 0))
+    return ((token_count(usage.get("input_tokens")) or 0)
+            + (token_count(usage.get("cache_creation_input_tokens")) or 0)
+            + (token_count(usage.get("cache_read_input_tokens")) or 0))
 
 
 def map_anthropic_data(data: dict[str, Any], provider: str = "anthropic"
@@ -119,7 +122,7 @@ def map_anthropic_data(data: dict[str, Any], provider: str = "anthropic"
     kind = data.get("type")
     if kind == "content_block_delta":  # every streamed piece: tested first
         delta = data.get("delta") or {}
-        text = delta.get("text") if delta.get("type") == "text_delta" else None
+        text = delta_text(delta.get("text")) if delta.get("type") == "text_delta" else None
         return [TextDelta(text)] if text else []
     if kind == "message_start":
         usage = (data.get("message") or {}).get("usage") or {}
@@ -128,7 +131,7 @@ def map_anthropic_data(data: dict[str, Any], provider: str = "anthropic"
         return [UsageReport(prompt_tokens=_prompt_tokens(usage))]
     if kind == "message_delta":
         events: list[ProviderEvent] = []
-        output = (data.get("usage") or {}).get("output_tokens")
+        output = token_count((data.get("usage") or {}).get("output_tokens"))
         if output is not None:
             events.append(UsageReport(completion_tokens=output))
         reason = (data.get("delta") or {}).get("stop_reason")

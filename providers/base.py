@@ -56,6 +56,23 @@ class Finish:
 ProviderEvent = TextDelta | UsageReport | Finish
 
 
+def delta_text(value: object) -> str | None:
+    """A streamed piece of text as a provider sent it: a string, or None (absent).
+    Anything else raises ``TypeError``: the event is malformed (a broken stream)."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"delta text is a {type(value).__name__}, not a string")
+
+
+def token_count(value: object) -> int | None:
+    """A provider-reported token count: a whole number, at least 0, or None (not
+    reported). Anything else raises ``TypeError``: it would be billed (a malformed event,
+    a broken stream, instead)."""
+    if value is None or (type(value) is int and value >= 0):
+        return value
+    raise TypeError(f"token count {value!r} is not a whole number >= 0")
+
+
 def merge_text(events: list[ProviderEvent]) -> list[ProviderEvent]:
     """Consecutive text deltas joined into one, in order, everything else as it was.
 

@@ -37,6 +37,8 @@ from providers.base import (
     ProviderRequest,
     TextDelta,
     UsageReport,
+    delta_text,
+    token_count,
 )
 from providers.errors import (
     ProviderBadRequest,
@@ -82,7 +84,7 @@ def map_openai_data(data: dict[str, Any], provider: str = "openai") -> list[Prov
     choices = data.get("choices") or ()
     if choices:
         choice = choices[0]
-        content = (choice.get("delta") or {}).get("content")
+        content = delta_text((choice.get("delta") or {}).get("content"))
         if content:
             events.append(TextDelta(content))
         reason = choice.get("finish_reason")
@@ -90,8 +92,8 @@ def map_openai_data(data: dict[str, Any], provider: str = "openai") -> list[Prov
             events.append(Finish(_FINISH.get(reason, "stop")))
     usage = data.get("usage")
     if usage:
-        events.append(UsageReport(prompt_tokens=usage.get("prompt_tokens"),
-                                  completion_tokens=usage.get("completion_tokens")))
+        events.append(UsageReport(prompt_tokens=token_count(usage.get("prompt_tokens")),
+                                  completion_tokens=token_count(usage.get("completion_tokens"))))
     return events
 
 
