@@ -96,6 +96,7 @@ class CompletionSink:
         self.created = int(time.time())
         self._delta_head = self._delta_tail = b""  # a content delta's bytes around its text
         self._held = b""  # bytes that go out with the next write
+        self._ended = False  # done or error came: the answer is whole, nothing follows it
 
     def _chunk(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         assert self.start is not None
@@ -118,9 +119,11 @@ class CompletionSink:
         await self._send(self._delta_head + orjson.dumps(text) + self._delta_tail)
 
     async def end(self) -> None:
-        """End the body, with anything still held back, unless ``done`` or an error ended it
-        (a turn whose client went away ends with neither)."""
-        await self._send(b"", last=True)
+        """End a streamed body, with everything held back (``done``'s or an error's events,
+        a role chunk no delta followed): one ``write_eof``. The handler's last word on it,
+        after the turn (whose client may have gone away: then neither came)."""
+        if self.response is not None:
+            await self._send(b"", last=True)
 
     async def _send(self, data: bytes, *, last: bool = False) -> None:
         """One write: anything held back goes first, in the same write. The ``last`` one
@@ -137,6 +140,8 @@ class CompletionSink:
             raise SinkClosed() from exc
 
     async def send(self, frame: ServerFrame) -> None:
+        if self._ended:  # after done or an error: the client has its answer
+            return
         match frame:
             case StartFrame():
                 self.start = frame
@@ -152,14 +157,14 @@ class CompletionSink:
                 else:
                     self.parts.append(text)
             case DoneFrame():
-                self.done = frame
+                self.done, self._ended = frame, True
                 if self._stream:
-                    await self._finish_stream(frame)
+                    self._finish_stream(frame)
             case ErrorFrame():
-                self.error = frame
+                self.error, self._ended = frame, True
                 if self._stream and self.response is not None:
-                    await self._send(self._event(error_body(_ErrorSeen(frame, 500)))
-                                     + _DONE_EVENT, last=True)
+                    self._held += (self._event(error_body(_ErrorSeen(frame, 500)))
+                                   + _DONE_EVENT)
             case _:
                 pass
 
@@ -171,15 +176,17 @@ class CompletionSink:
         await response.prepare(self._request)
         self.response = response
 
-    async def _finish_stream(self, done: DoneFrame) -> None:
-        """The finish chunk, the usage chunk (when asked for), ``[DONE]`` and the end of the
-        body, in one write: the stream's end is one packet, not four."""
+    def _finish_stream(self, done: DoneFrame) -> None:
+        """The finish chunk, the usage chunk (when asked for) and ``[DONE]``, held for
+        :meth:`end`: with the end of the body, one write, one packet (they were four writes
+        and an end). Held, not written: the service, which sends ``done``, does not wait
+        on a client slow to read (``write_eof`` drains)."""
         events = self._event(self._chunk({}, _FINISH.get(done.finish_reason, "stop")))
         if self._include_usage:
             chunk = self._chunk({}, None)
             chunk["choices"], chunk["usage"] = [], done.usage
             events += self._event(chunk)
-        await self._send(events + _DONE_EVENT, last=True)
+        self._held += events + _DONE_EVENT
 
     def body(self) -> dict[str, Any]:
         assert self.start is not None and self.done is not None

@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.frames import DeltaFrame, DoneFrame, StartFrame
+from gateway.frames import DeltaFrame, DoneFrame, ErrorFrame, ServerFrame, StartFrame
 from gateway.openai_compat import CompletionSink
 
 TEXTS = ["Hello", ' say "hi"\n', " é😀 </script> \\ \u2028", ""]
@@ -65,42 +65,79 @@ async def test_the_role_chunk_is_never_lost_when_no_delta_follows() -> None:
     assert orjson.loads(only)["choices"][0]["delta"]["role"] == "assistant"
 
 
-async def test_the_end_of_a_stream_is_one_write_that_ends_the_body() -> None:
-    """Finish chunk, usage chunk, [DONE] and the chunked terminator: one write (not four
-    writes and an end), seen at the response's two writing methods."""
-    writes: list[tuple[str, bytes]] = []
+Writes = list[tuple[str, bytes]]
+
+
+def _spied(response: web.StreamResponse, writes: Writes) -> None:
+    """Record what goes through the response's two writing methods (aiohttp's own)."""
+    write, write_eof = response.write, response.write_eof
+
+    async def spy_write(data: bytes) -> None:
+        writes.append(("write", bytes(data)))
+        await write(data)
+
+    async def spy_write_eof(data: bytes = b"") -> None:
+        writes.append(("write_eof", bytes(data)))
+        await write_eof(data)
+
+    response.write, response.write_eof = spy_write, spy_write_eof  # type: ignore[method-assign]
+
+
+async def _served(frames: list[ServerFrame], writes: Writes) -> str:
+    """The body a client reads when the sink is sent a start, then ``frames``, then the
+    handler ends it."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         sink = CompletionSink(request, stream=True, include_usage=True)
         await sink.send(StartFrame("http", "conv-1", "openai", "gpt-x"))
-        response = sink.response
-        assert response is not None
-        write, write_eof = response.write, response.write_eof
-
-        async def spy_write(data: bytes) -> None:
-            writes.append(("write", bytes(data)))
-            await write(data)
-
-        async def spy_write_eof(data: bytes = b"") -> None:
-            writes.append(("write_eof", bytes(data)))
-            await write_eof(data)
-
-        response.write, response.write_eof = spy_write, spy_write_eof  # type: ignore[method-assign]
-        await sink.send(DeltaFrame("http", "Hi"))
-        await sink.send(DoneFrame("http", "conv-1", {"prompt_tokens": 3, "completion_tokens": 1,
-                                                     "total_tokens": 4}, 0.0, False, "length"))
-        await sink.end()  # what the handler does after the turn: nothing more to write
-        return response
+        assert sink.response is not None
+        _spied(sink.response, writes)
+        for frame in frames:
+            await sink.send(frame)
+        await sink.end()
+        return sink.response
 
     app = web.Application()
     app.router.add_post("/", handler)
     async with TestClient(TestServer(app)) as client:
-        raw = (await (await client.post("/")).read()).decode()
+        return (await (await client.post("/")).read()).decode()
+
+
+DONE = DoneFrame("http", "conv-1", {"prompt_tokens": 3, "completion_tokens": 1,
+                                    "total_tokens": 4}, 0.0, False, "length")
+
+
+async def test_the_end_of_a_stream_is_one_write_that_ends_the_body() -> None:
+    """Finish chunk, usage chunk, [DONE] and the chunked terminator: one write (four writes
+    and an end before). ``done`` itself writes nothing: the service does not wait on it."""
+    writes: Writes = []
+    raw = await _served([DeltaFrame("http", "Hi"), DONE], writes)
     (first, delta), (second, last), *after = writes
     assert (first, second) == ("write", "write_eof")
     assert delta.decode().count("data: ") == 2  # the role chunk went with the first delta
     assert last.endswith(b"data: [DONE]\n\n") and last.count(b"data: ") == 3
     assert b'"finish_reason":"length"' in last and b'"total_tokens":4' in last
-    # the handler's end() and aiohttp's own, after the body had ended: nothing to write
-    assert after and after == [("write_eof", b"")] * len(after)
+    assert after == [("write_eof", b"")] * len(after)  # aiohttp's own, after ours: nothing
     assert raw.endswith(last.decode())
+
+
+async def test_an_error_mid_stream_and_its_done_end_the_body_in_one_write() -> None:
+    writes: Writes = []
+    raw = await _served([DeltaFrame("http", "Hi"), ErrorFrame("http", "provider_error",
+                                                               "upstream broke", {})], writes)
+    (_, _), (kind, last), *_ = writes
+    assert kind == "write_eof" and last.count(b"data: ") == 2
+    error, done = [e for e in last.decode().split("\n\n") if e]
+    assert orjson.loads(error.removeprefix("data: "))["error"]["code"] == "provider_error"
+    assert done == "data: [DONE]" and raw.endswith(last.decode())
+
+
+async def test_nothing_follows_the_answers_end() -> None:
+    """A frame after ``done`` (an error of something after the answer) is not written after
+    ``[DONE]``, nor taken for the client's leaving."""
+    writes: Writes = []
+    raw = await _served([DeltaFrame("http", "Hi"), DONE,
+                         ErrorFrame("http", "internal", "late", {}),
+                         DeltaFrame("http", "late too")], writes)
+    assert raw.endswith("data: [DONE]\n\n") and "late" not in raw
+    assert sum(1 for kind, data in writes if data) == 2  # the delta, then the end
