@@ -343,6 +343,7 @@ def phase_sweep(bench: Bench) -> None:
                 again_direct = measure(bench.direct, level)
                 again = measure(subject, level)
                 again["added_ttft_p99"] = again["ttft_p99"] - again_direct["ttft_p99"]
+                again["direct_ttft_p99"] = again_direct["ttft_p99"]
                 again["first_attempt"] = {k: result.get(k) for k in (
                     "added_ttft_p99", "ttft_p99", "turns_per_s", "errors", "failed")}
                 result = again

@@ -133,7 +133,7 @@ class AnthropicAnswers:
 
 
 class BedrockAnswers:
-    """Pre-encoded ConverseStream frames per (model, profile)."""
+    """Pre-encoded ConverseStream delta frames per profile (they do not name the model)."""
 
     def __init__(self) -> None:
         self._cache: dict[Profile, list[bytes]] = {}

@@ -14,7 +14,8 @@ aiohttp is the faster HTTP/1.1 client on our event loop. The SDKs ship such a tr
 * **One timer per streamed body, not one per read.** The read timeout bounds each wait
   for the next bytes. aiohttp enforces it by cancelling and re-arming a loop timer on every
   network read: about 3 % of a turn's CPU (20 deltas), measured side by side. A body read
-  through :func:`body_chunks` turns that timer off and is watched by a
+  through :func:`body_chunks` (or :func:`watched_body`, as the Bedrock provider reads the
+  body under aiobotocore's event stream) turns that timer off and is watched by a
   :class:`StallWatchdog` instead: one timer per body, which fails the body when a whole
   period passes with no new bytes and nothing left unread. A stall ends the body between
   one and two read timeouts after its last bytes: a backstop's precision (the router's

@@ -202,8 +202,8 @@ async def test_cancel_before_any_response_closes_the_connection(provider: Provid
 async def test_a_stall_mid_answer_times_out_on_the_backstop(kind: str,
                                                             fake: FakeUpstream) -> None:
     """Alone (no router's clocks), a provider whose upstream goes silent after the first
-    delta fails with a timeout once its read timeout has passed (twice at most: the
-    watchdog's check), before the next delta would have come: it does not wait on."""
+    delta fails with a timeout on its read backstop, before the next delta would have
+    come: it does not wait on."""
     fake.script(slow("a", "b", delay_s=1.5))
     provider = provider_for(kind, fake, ProviderOptions(first_token_timeout_s=0.2,
                                                         chunk_timeout_s=0.2))
