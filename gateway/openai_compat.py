@@ -82,7 +82,10 @@ def _message(raw: Any, index: int) -> ChatMessage:
 
 
 class CompletionSink:
-    """Turns service frames into OpenAI SSE (streaming) or a collected body."""
+    """Turns service frames into OpenAI SSE (streaming) or a collected body.
+
+    A streamed body must be ended with :meth:`end` once the turn is over: ``done``'s (or an
+    error's) closing events are held for it, to go out with the body's end in one write."""
 
     def __init__(self, request: web.Request, *, stream: bool, include_usage: bool) -> None:
         self._request = request

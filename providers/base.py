@@ -11,6 +11,10 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import structlog
+
+log = structlog.get_logger("chatgate.providers")
+
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -65,12 +69,18 @@ def delta_text(value: object) -> str | None:
 
 
 def token_count(value: object) -> int | None:
-    """A provider-reported token count: a whole number, at least 0, or None (not
-    reported). Anything else raises ``TypeError``: it would be billed (a malformed event,
-    a broken stream, instead)."""
-    if value is None or (type(value) is int and value >= 0):
+    """A provider-reported token count as it may be billed: a whole number, at least 0
+    (``12.0`` is 12), else None: not reported, so the gateway's own count stands. A count
+    of another kind (a string, a negative, a bool) is logged, never billed; it does not
+    break an answer whose text came whole (the usage comes last)."""
+    if type(value) is int and value >= 0:
         return value
-    raise TypeError(f"token count {value!r} is not a whole number >= 0")
+    if value is None:
+        return None
+    if type(value) is float and value.is_integer() and value >= 0:
+        return int(value)
+    log.warning("unusable_token_count", kind=type(value).__name__)
+    return None
 
 
 def merge_text(events: list[ProviderEvent]) -> list[ProviderEvent]:

@@ -103,7 +103,8 @@ def build_converse_params(request: ProviderRequest) -> dict[str, Any]:
 
 def map_converse_event(event: Mapping[str, Any]) -> list[ProviderEvent]:
     """One parsed ``ConverseStreamOutput`` member to our events (unknown ones: none). A
-    member whose fields have the wrong types raises ``TypeError`` (malformed)."""
+    member of the wrong shape raises one of ``providers.sse.MALFORMED`` (``TypeError`` for
+    a field of the wrong type, ``AttributeError`` for an object that is not one)."""
     if "contentBlockDelta" in event:
         text = delta_text(event["contentBlockDelta"].get("delta", {}).get("text"))
         return [TextDelta(text)] if text else []
@@ -175,8 +176,6 @@ def raw_body(events: Any) -> aiohttp.ClientResponse | None:
     default session), else None: read through botocore's parser then."""
     response = getattr(events, "_raw_stream", None)
     return response if isinstance(response, aiohttp.ClientResponse) else None
-
-
 
 
 def bedrock_client_error(exc: ClientError, provider: str = "bedrock") -> ProviderError:
@@ -256,14 +255,13 @@ class BedrockProvider:
             with map_bedrock_errors(self.name):
                 body = raw_body(events)
                 if body is None:
-                    async for event in events:
-                        try:
-                            mapped_events = map_converse_event(event)
-                        except MALFORMED as exc:
-                            raise malformed_event(self.name, exc) from exc
-                        for mapped in mapped_events:
-                            finished = finished or type(mapped) is Finish
-                            yield mapped
+                    try:  # botocore parses a payload in the iteration, we map it after
+                        async for event in events:
+                            for mapped in map_converse_event(event):
+                                finished = finished or type(mapped) is Finish
+                                yield mapped
+                    except MALFORMED as exc:  # a member of the wrong shape
+                        raise malformed_event(self.name, exc) from exc
                 else:
                     decoder = EventStreamDecoder()
                     chunks = watched_body(body, backstop_timeouts(self._options)[0])

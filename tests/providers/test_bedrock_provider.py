@@ -135,20 +135,24 @@ def test_event_stream_messages_map() -> None:
         map_converse_message(_typed("metadata", b"[1]"))
 
 
-@pytest.mark.parametrize("payload", [
-    b'{"delta":{"text":5}}',
-    b'{"usage":{"inputTokens":"3","outputTokens":1}}',
-    b'{"usage":{"inputTokens":3,"outputTokens":-1}}',
-    b'{"usage":{"inputTokens":true}}',
-], ids=["text-not-string", "tokens-as-string", "negative-tokens", "tokens-as-bool"])
-def test_fields_of_the_wrong_type_make_a_broken_stream(payload: bytes) -> None:
-    """Never an internal error, and never a count that would be billed."""
-    event_type = "contentBlockDelta" if b"delta" in payload else "metadata"
-    frame = encode_event_message({":message-type": "event", ":event-type": event_type},
-                                 payload)
+def test_text_of_the_wrong_type_makes_a_broken_stream() -> None:
+    frame = encode_event_message({":message-type": "event", ":event-type": "contentBlockDelta"},
+                                 b'{"delta":{"text":5}}')
     events, error = read_converse_events(EventStreamDecoder(), frame, "bedrock")
     assert events == [] and isinstance(error, ProviderConnectionError)
     assert isinstance(error.__cause__, TypeError)
+
+
+@pytest.mark.parametrize(("usage", "billed"), [
+    (b'{"inputTokens":"3","outputTokens":1}', UsageReport(None, 1)),
+    (b'{"inputTokens":3,"outputTokens":-1}', UsageReport(3, None)),
+    (b'{"inputTokens":true,"outputTokens":2.0}', UsageReport(None, 2)),
+], ids=["string", "negative", "bool-and-whole-float"])
+def test_counts_of_the_wrong_type_are_not_billed(usage: bytes, billed: UsageReport) -> None:
+    """Not reported, then: the gateway's own count stands (the answer came whole)."""
+    frame = encode_event_message({":message-type": "event", ":event-type": "metadata"},
+                                 b'{"usage":' + usage + b"}")
+    assert read_converse_events(EventStreamDecoder(), frame, "bedrock") == ([billed], None)
 
 
 def test_a_read_keeps_the_events_before_what_cut_it() -> None:
@@ -251,7 +255,7 @@ META = event_frame("metadata", {"usage": {"inputTokens": 4, "outputTokens": 1}})
 @pytest.mark.parametrize(("body", "complete"), [
     (START + DELTA + STOP, True),
     (START + DELTA + STOP[:-5], False),  # cut in the middle of the finish
-    (START + DELTA + STOP + META[:-5], True),  # cut after the finish: complete, unmetered
+    (START + DELTA + STOP + META[:-5], True),  # a clean end mid-message after the finish
     (START + DELTA, False),  # ended cleanly before any finish
     (START + DELTA + DELTA[:-1] + bytes([DELTA[-1] ^ 1]) + STOP, False),  # damaged
     (START + DELTA + encode_event_message({":message-type": "event",
@@ -327,3 +331,22 @@ async def test_exception_frame_mid_stream(provider: Provider, bedrock_fake: Fake
             seen.append(item)
     assert [e.text for e in seen if isinstance(e, TextDelta)] == ["part0 ", "part1 "]
 
+
+
+async def test_a_member_that_is_no_object_is_a_broken_answer_both_ways(
+        raw_bedrock: tuple[str, list[bytes]], read_path: str) -> None:
+    """botocore parses the payload while iterating (and fails on a list), we after: both
+    readings make it a broken stream, not an internal error."""
+    url, bodies = raw_bedrock
+    bodies.append(START + DELTA + STOP + encode_event_message(
+        {":message-type": "event", ":event-type": "metadata"}, b"[1]"))
+    provider = BedrockProvider(ProviderOptions(base_url=url), region=TEST_REGION,
+                               session=dummy_session())
+    seen: list[Any] = []
+    try:
+        with pytest.raises(ProviderConnectionError):
+            async for event in provider.stream(CONVERSATION):
+                seen.append(event)
+    finally:
+        await provider.aclose()
+    assert seen[:1] == [TextDelta("Hi")]

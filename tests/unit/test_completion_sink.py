@@ -85,7 +85,7 @@ def _spied(response: web.StreamResponse, writes: Writes) -> None:
 
 async def _served(frames: list[ServerFrame], writes: Writes) -> str:
     """The body a client reads when the sink is sent a start, then ``frames``, then the
-    handler ends it."""
+    handler ends it (``("end", b"")`` marks in ``writes`` where the handler's end began)."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         sink = CompletionSink(request, stream=True, include_usage=True)
@@ -94,6 +94,7 @@ async def _served(frames: list[ServerFrame], writes: Writes) -> str:
         _spied(sink.response, writes)
         for frame in frames:
             await sink.send(frame)
+        writes.append(("end", b""))
         await sink.end()
         return sink.response
 
@@ -112,8 +113,8 @@ async def test_the_end_of_a_stream_is_one_write_that_ends_the_body() -> None:
     and an end before). ``done`` itself writes nothing: the service does not wait on it."""
     writes: Writes = []
     raw = await _served([DeltaFrame("http", "Hi"), DONE], writes)
-    (first, delta), (second, last), *after = writes
-    assert (first, second) == ("write", "write_eof")
+    (first, delta), (marker, _), (second, last), *after = writes
+    assert (first, marker, second) == ("write", "end", "write_eof")  # done wrote nothing
     assert delta.decode().count("data: ") == 2  # the role chunk went with the first delta
     assert last.endswith(b"data: [DONE]\n\n") and last.count(b"data: ") == 3
     assert b'"finish_reason":"length"' in last and b'"total_tokens":4' in last
@@ -125,8 +126,8 @@ async def test_an_error_mid_stream_and_its_done_end_the_body_in_one_write() -> N
     writes: Writes = []
     raw = await _served([DeltaFrame("http", "Hi"), ErrorFrame("http", "provider_error",
                                                                "upstream broke", {})], writes)
-    (_, _), (kind, last), *_ = writes
-    assert kind == "write_eof" and last.count(b"data: ") == 2
+    (_, _), (marker, _), (kind, last), *_ = writes
+    assert (marker, kind) == ("end", "write_eof") and last.count(b"data: ") == 2
     error, done = [e for e in last.decode().split("\n\n") if e]
     assert orjson.loads(error.removeprefix("data: "))["error"]["code"] == "provider_error"
     assert done == "data: [DONE]" and raw.endswith(last.decode())
@@ -140,4 +141,4 @@ async def test_nothing_follows_the_answers_end() -> None:
                          ErrorFrame("http", "internal", "late", {}),
                          DeltaFrame("http", "late too")], writes)
     assert raw.endswith("data: [DONE]\n\n") and "late" not in raw
-    assert sum(1 for kind, data in writes if data) == 2  # the delta, then the end
+    assert [kind for kind, data in writes if data] == ["write", "write_eof"]

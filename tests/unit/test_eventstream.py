@@ -140,10 +140,12 @@ def test_a_large_message_in_many_reads_comes_whole() -> None:
     payload = bytes(range(256)) * 800  # 200 KiB
     message = encode_event_message({":message-type": "event", ":event-type": "big"}, payload)
     decoder, got, fed = EventStreamDecoder(), [], 0
-    for at in range(0, len(message), 1000):
+    for reads, at in enumerate(range(0, len(message), 1000), start=1):
         piece = message[at:at + 1000]
         got += decoder.feed(piece)
         fed += len(piece)
         assert decoder.pending == (fed if fed < len(message) else 0)
+        if fed < len(message):  # kept as they came, not joined again at every read
+            assert len(decoder._held) == reads
     [whole] = got
     assert whole.payload == payload and whole.headers[":event-type"] == "big"
