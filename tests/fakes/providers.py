@@ -12,10 +12,11 @@ from dataclasses import replace
 from functools import cache
 
 import aioboto3
+import pytest
 
 from gateway.config import ProviderOptions
 from providers.anthropic_provider import AnthropicProvider
-from providers.base import ChatMessage, Provider, ProviderRequest, Role
+from providers.base import ChatMessage, Provider, ProviderEvent, ProviderRequest, Role
 from providers.bedrock_provider import BedrockProvider
 from providers.openai_provider import OpenAIProvider
 from tests.fakes.anthropic_server import anthropic_fake
@@ -78,3 +79,17 @@ def chat_request(*messages: tuple[Role, str], model: str = "model-1", max_tokens
                  ) -> ProviderRequest:
     return ProviderRequest(model=model, max_tokens=max_tokens,
                            messages=tuple(ChatMessage(role, text) for role, text in messages))
+
+
+async def events_until(provider: Provider, request: ProviderRequest,
+                       error: type[BaseException]) -> list[ProviderEvent]:
+    """What ``provider`` streams for ``request`` before it raises ``error`` (it must); the
+    provider is closed after."""
+    seen: list[ProviderEvent] = []
+    try:
+        with pytest.raises(error):
+            async for event in provider.stream(request):
+                seen.append(event)
+    finally:
+        await provider.aclose()
+    return seen

@@ -34,7 +34,13 @@ from providers.errors import (
 )
 from providers.eventstream import EventMessage, EventStreamDecoder
 from tests.fakes.eventstream import encode_event_message, event_frame, exception_frame
-from tests.fakes.providers import TEST_REGION, chat_request, dummy_session, provider_for
+from tests.fakes.providers import (
+    TEST_REGION,
+    chat_request,
+    dummy_session,
+    events_until,
+    provider_for,
+)
 from tests.fakes.upstream import (
     FakeUpstream,
     error_after,
@@ -246,6 +252,11 @@ async def raw_bedrock() -> AsyncIterator[tuple[str, list[bytes]]]:
         await server.close()
 
 
+def _raw_provider(url: str) -> BedrockProvider:
+    return BedrockProvider(ProviderOptions(base_url=url), region=TEST_REGION,
+                           session=dummy_session())
+
+
 START = event_frame("messageStart", {"role": "assistant"})
 DELTA = event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}})
 STOP = event_frame("messageStop", {"stopReason": "end_turn"})
@@ -266,18 +277,14 @@ async def test_a_broken_event_stream_is_a_broken_answer(
         raw_bedrock: tuple[str, list[bytes]], body: bytes, complete: bool) -> None:
     url, bodies = raw_bedrock
     bodies.append(body)
-    provider = BedrockProvider(ProviderOptions(base_url=url), region=TEST_REGION,
-                               session=dummy_session())
-    seen: list[Any] = []
-    try:
-        if complete:
+    provider = _raw_provider(url)
+    if complete:
+        try:
             seen = [e async for e in provider.stream(CONVERSATION)]
-        else:
-            with pytest.raises(ProviderConnectionError):
-                async for event in provider.stream(CONVERSATION):
-                    seen.append(event)
-    finally:
-        await provider.aclose()
+        finally:
+            await provider.aclose()
+    else:
+        seen = await events_until(provider, CONVERSATION, ProviderConnectionError)
     assert TextDelta("Hi") in seen  # what came before the break still came
     assert (Finish("stop") in seen) is complete
 
@@ -332,7 +339,6 @@ async def test_exception_frame_mid_stream(provider: Provider, bedrock_fake: Fake
     assert [e.text for e in seen if isinstance(e, TextDelta)] == ["part0 ", "part1 "]
 
 
-
 async def test_a_member_that_is_no_object_is_a_broken_answer_both_ways(
         raw_bedrock: tuple[str, list[bytes]], read_path: str) -> None:
     """botocore parses the payload while iterating (and fails on a list), we after: both
@@ -340,13 +346,5 @@ async def test_a_member_that_is_no_object_is_a_broken_answer_both_ways(
     url, bodies = raw_bedrock
     bodies.append(START + DELTA + STOP + encode_event_message(
         {":message-type": "event", ":event-type": "metadata"}, b"[1]"))
-    provider = BedrockProvider(ProviderOptions(base_url=url), region=TEST_REGION,
-                               session=dummy_session())
-    seen: list[Any] = []
-    try:
-        with pytest.raises(ProviderConnectionError):
-            async for event in provider.stream(CONVERSATION):
-                seen.append(event)
-    finally:
-        await provider.aclose()
+    seen = await events_until(_raw_provider(url), CONVERSATION, ProviderConnectionError)
     assert seen[:1] == [TextDelta("Hi")]

@@ -20,7 +20,7 @@ from providers.errors import (
     ProviderRateLimited,
     ProviderTimeout,
 )
-from tests.fakes.providers import chat_request, provider_for
+from tests.fakes.providers import chat_request, events_until, provider_for
 from tests.fakes.upstream import (
     FakeUpstream,
     Reply,
@@ -207,13 +207,7 @@ async def test_a_stall_mid_answer_times_out_on_the_backstop(kind: str,
     fake.script(slow("a", "b", delay_s=1.5))
     provider = provider_for(kind, fake, ProviderOptions(first_token_timeout_s=0.2,
                                                         chunk_timeout_s=0.2))
-    seen: list[ProviderEvent] = []
     started = time.monotonic()
-    try:
-        with pytest.raises(ProviderTimeout):
-            async for event in provider.stream(REQUEST):
-                seen.append(event)
-    finally:
-        await provider.aclose()
+    seen = await events_until(provider, REQUEST, ProviderTimeout)
     assert text_of(seen) == "a"  # the second delta, 1.5 s on, never came
     assert time.monotonic() - started >= 0.2
