@@ -250,38 +250,46 @@ class BedrockProvider:
             client = await self._started()
             response = await client.converse_stream(**build_converse_params(request))
         events = response["stream"]
+        body = raw_body(events)
+        batches = self._read_raw(body) if body is not None else self._read_parsed(events)
         finished = False  # messageStop came (its stop reason)
         try:
             with map_bedrock_errors(self.name):
-                body = raw_body(events)
-                if body is None:
-                    try:  # botocore parses a payload in the iteration, we map it after
-                        async for event in events:
-                            for mapped in map_converse_event(event):
-                                finished = finished or type(mapped) is Finish
-                                yield mapped
-                    except MALFORMED as exc:  # a member of the wrong shape
-                        raise malformed_event(self.name, exc) from exc
-                else:
-                    decoder = EventStreamDecoder()
-                    chunks = watched_body(body, backstop_timeouts(self._options)[0])
-                    try:
-                        async for raw in chunks:
-                            mapped_events, error = read_converse_events(decoder, raw,
-                                                                        self.name)
-                            for mapped in mapped_events:
-                                finished = finished or type(mapped) is Finish
-                                yield mapped
-                            if error is not None:
-                                raise error
-                    finally:
-                        if isinstance(chunks, StallWatchdog):
-                            chunks.close()
+                async for batch in batches:
+                    for mapped in batch:
+                        finished = finished or type(mapped) is Finish
+                        yield mapped
             if not finished:  # the stream ended cleanly, but the answer did not
                 raise ProviderConnectionError(f"{self.name} stream ended early",
                                               provider=self.name)
         finally:
+            await batches.aclose()
             events.close()
+
+    async def _read_raw(self, body: aiohttp.ClientResponse
+                        ) -> AsyncGenerator[list[ProviderEvent], None]:
+        """The events of each read of the body, decoded here (``read_converse_events``),
+        under the transport's stall watchdog."""
+        decoder = EventStreamDecoder()
+        chunks = watched_body(body, backstop_timeouts(self._options)[0])
+        try:
+            async for raw in chunks:
+                mapped, error = read_converse_events(decoder, raw, self.name)
+                yield mapped
+                if error is not None:
+                    raise error
+        finally:
+            if isinstance(chunks, StallWatchdog):
+                chunks.close()
+
+    async def _read_parsed(self, events: Any) -> AsyncGenerator[list[ProviderEvent], None]:
+        """The events of each member botocore parses (a client whose body is not aiohttp's);
+        botocore parses in the iteration, so the try spans it."""
+        try:
+            async for event in events:
+                yield map_converse_event(event)
+        except MALFORMED as exc:  # a member of the wrong shape
+            raise malformed_event(self.name, exc) from exc
 
     async def aclose(self) -> None:
         async with self._lock:
