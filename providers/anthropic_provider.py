@@ -52,7 +52,8 @@ from providers.errors import (
     error_for_status,
     retry_after_from_headers,
 )
-from providers.sse import SSEEvent, event_json
+from providers.reading import event_json
+from providers.sse import SSEEvent
 from providers.transport import (
     backstop_timeouts,
     map_transport_errors,

@@ -45,7 +45,6 @@ from providers.base import (
     TextDelta,
     UsageReport,
     delta_text,
-    merge_text,
     token_count,
 )
 from providers.errors import (
@@ -59,7 +58,7 @@ from providers.errors import (
     error_for_status,
 )
 from providers.eventstream import EventMessage, EventStreamDecoder, MalformedEventStream
-from providers.sse import MALFORMED, event_json, malformed_event
+from providers.reading import MALFORMED, event_json, malformed_event, read_events
 from providers.transport import backstop_timeouts
 from providers.turns import split_turns
 
@@ -103,7 +102,7 @@ def build_converse_params(request: ProviderRequest) -> dict[str, Any]:
 
 def map_converse_event(event: Mapping[str, Any]) -> list[ProviderEvent]:
     """One parsed ``ConverseStreamOutput`` member to our events (unknown ones: none). A
-    member of the wrong shape raises one of ``providers.sse.MALFORMED`` (``TypeError`` for
+    member of the wrong shape raises one of ``providers.reading.MALFORMED`` (``TypeError`` for
     a field of the wrong type, ``AttributeError`` for an object that is not one)."""
     if "contentBlockDelta" in event:
         text = delta_text(event["contentBlockDelta"].get("delta", {}).get("text"))
@@ -151,24 +150,21 @@ def stream_exception(code: str, provider: str = "bedrock", status: int | None = 
 
 def read_converse_events(decoder: EventStreamDecoder, raw: bytes, provider: str
                          ) -> tuple[list[ProviderEvent], ProviderError | None]:
-    """The events of one network read, its text deltas joined, and the error that cut it
-    short, if one did (the events before it still count): an exception message, or bytes
-    that are not a valid event stream or event (a broken stream)."""
-    events: list[ProviderEvent] = []
+    """``providers.reading.read_events`` over the event-stream messages of one network
+    read: an exception message, or bytes that are not a valid event stream or event, cut
+    it short (a broken stream) after the events before."""
+    events, _, error = read_events(_messages(decoder, raw, provider), map_converse_message,
+                                   provider)
+    return events, error
+
+
+def _messages(decoder: EventStreamDecoder, raw: bytes, provider: str
+              ) -> Iterator[EventMessage]:
     try:
-        for message in decoder.feed(raw):
-            try:
-                events += map_converse_message(message, provider)
-            except MALFORMED as exc:  # the event's shape (decoding is outside the try)
-                return merge_text(events), malformed_event(provider, exc)
+        yield from decoder.feed(raw)
     except MalformedEventStream as exc:
-        error = ProviderConnectionError(f"{provider} sent a malformed event stream",
-                                        provider=provider)
-        error.__cause__ = exc
-        return merge_text(events), error
-    except ProviderError as exc:
-        return merge_text(events), exc
-    return merge_text(events), None
+        raise ProviderConnectionError(f"{provider} sent a malformed event stream",
+                                      provider=provider) from exc
 
 
 def raw_body(events: Any) -> aiohttp.ClientResponse | None:

@@ -3,23 +3,18 @@
 ``SSEDecoder.feed(chunk)`` takes whatever bytes arrived (split anywhere, even inside a
 UTF-8 sequence or a CRLF) and returns the complete events so far. Follows the WHATWG
 event-stream rules that matter for model APIs: ``data`` lines joined with newlines,
-``event`` names, comments (``:``) ignored, LF / CRLF / CR line ends. ``event_json``
-decodes an event's JSON object (orjson), a provider's broken one as a connection error;
+``event`` names, comments (``:``) ignored, LF / CRLF / CR line ends.
 ``read_sse_events`` turns one network read into a provider's events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import orjson
-import structlog
-
-from providers.base import ProviderEvent, merge_text
-from providers.errors import ProviderConnectionError, ProviderError
-
-log = structlog.get_logger("chatgate.providers")
+from providers.base import ProviderEvent
+from providers.errors import ProviderError
+from providers.reading import read_events
 
 
 class SSEEvent(NamedTuple):
@@ -73,34 +68,6 @@ class SSEDecoder:
         return None
 
 
-def event_json(text: str | bytes, provider: str) -> dict[str, Any]:
-    """An event's data as a JSON object; anything else the provider sent is a broken
-    stream (``ProviderConnectionError``: retryable, as a cut connection)."""
-    try:
-        data = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise ProviderConnectionError(f"{provider} sent invalid JSON", provider=provider) from None
-    if not isinstance(data, dict):
-        raise ProviderConnectionError(f"{provider} sent an unexpected event", provider=provider)
-    return data
-
-
-# What mapping an event whose JSON has the wrong shape raises (a string where an object
-# belongs): a broken stream, as broken JSON is, not an internal error.
-MALFORMED = (AttributeError, TypeError, KeyError, IndexError)
-
-
-def malformed_event(provider: str, cause: Exception) -> ProviderConnectionError:
-    """The error of an event that mapping could not read (``cause``: what the mapping
-    raised, kept as the error's cause and logged, so that a mapping bug of ours stays
-    visible instead of passing for a provider's fault)."""
-    log.warning("malformed_event", provider=provider, error=type(cause).__name__,
-                exc_info=cause)
-    error = ProviderConnectionError(f"{provider} sent a malformed event", provider=provider)
-    error.__cause__ = cause
-    return error
-
-
 MapEvent = Callable[[SSEEvent, str], list[ProviderEvent] | None]
 """A provider's mapping of one event (with data) to its events; None for the protocol's
 last event (``[DONE]``, ``message_stop``)."""
@@ -108,22 +75,6 @@ last event (``[DONE]``, ``message_stop``)."""
 
 def read_sse_events(decoder: SSEDecoder, raw: bytes, map_event: MapEvent, provider: str
                     ) -> tuple[list[ProviderEvent], bool, ProviderError | None]:
-    """The events of one network read, its text deltas joined (``merge_text``); whether
-    the protocol's last event came; and the in-stream error that cut the read short, if
-    one did (the events before it still count). An event without data carries nothing;
-    one whose JSON has the wrong shape is a broken stream (``malformed_event``)."""
-    events: list[ProviderEvent] = []
-    try:
-        for message in decoder.feed(raw):
-            if not message.data:
-                continue
-            try:
-                mapped = map_event(message, provider)
-            except MALFORMED as exc:  # the event's shape (our decoding is outside the try)
-                return merge_text(events), False, malformed_event(provider, exc)
-            if mapped is None:
-                return merge_text(events), True, None
-            events += mapped
-    except ProviderError as exc:
-        return merge_text(events), False, exc
-    return merge_text(events), False, None
+    """``providers.reading.read_events`` over the SSE events of one network read; an event
+    without data carries nothing and is passed over."""
+    return read_events([m for m in decoder.feed(raw) if m.data], map_event, provider)
