@@ -48,26 +48,40 @@ class Part:
 
 PARTS = [
     Part("sdk", "the OpenAI request sent by aiohttp itself instead of through the SDK "
-                "(and our httpx2 transport under it)", (
+                "(and our httpx2 transport under it); the body read and decoded as before", (
         ("providers/openai_provider.py",
-         """            options = self._completions.model_copy(update={
-                "content": orjson.dumps(params), "idempotency_key": request.request_id or None})
-            response = await self._client.request(httpx2.Response, options, stream=True)
-            try:
-                async for raw in body_chunks(response):  # straight from aiohttp""",
-         """            import aiohttp
-            session = self._client._client._direct._open()
-            response = await session.post(
-                self._completions.url, data=orjson.dumps(params),
-                headers={"Authorization": f"Bearer {self._client.api_key}",
-                         "Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30))
+         "        return stream_sse_answer(functools.partial(self._send, request), "
+         "map_openai_event,\n                                 self.name, "
+         "map_openai_errors(self.name))",
+         """        return self._direct_stream(request)
+
+    async def _direct_stream(self, request: ProviderRequest
+                             ) -> AsyncGenerator[ProviderEvent, None]:
+        import aiohttp
+
+        from providers.sse import SSEDecoder, read_sse_events
+        session = self._client._client._direct._open()
+        response = await session.post(
+            self._completions.url, data=orjson.dumps(build_openai_params(request)),
+            headers={"Authorization": f"Bearer {self._client.api_key}",
+                     "Content-Type": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30))
+        try:
             if response.status != 200:
                 raise error_for_status(response.status, "ablation", provider=self.name)
-            try:
-                async for raw in response.content.iter_any():"""),
-        ("providers/openai_provider.py", "                await response.aclose()",
-         "                response.release()"),
+            decoder = SSEDecoder()
+            async for raw in response.content.iter_any():
+                events, done, error = read_sse_events(decoder, raw, map_openai_event,
+                                                      self.name)
+                for event in events:
+                    yield event
+                if error is not None:
+                    raise error
+                if done:
+                    await response.read()
+                    return
+        finally:
+            response.release()"""),
     )),
     Part("cache", "the response cache (lookup, lock and publish of a first turn)", (
         ("gateway/service.py", "        key = self._cache_key(plan_, state, prefs)\n",
@@ -95,7 +109,7 @@ PARTS = [
     Part("persistence", "write-behind: the outbox entry, and so the persister's reads, "
                         "warm writes and acknowledgements", (
         ("memory/conversations.py", "            self._journal.append(turn))",
-         "            asyncio.sleep(0))"),
+         "            __import__('asyncio').sleep(0))"),
     )),
     Part("sqlite", "the persister's SQL statements (its transaction and thread hop stay)", (
         ("memory/warm/sqlite.py",
@@ -107,7 +121,7 @@ PARTS = [
         ("memory/conversations.py",
          """            self._hot.store(conversation.brand, conversation.conversation_id,
                             conversation.owner, messages, touch_session=True),""",
-         "            asyncio.sleep(0),"),
+         "            __import__('asyncio').sleep(0),"),
     )),
     Part("log", "the turn's log line", (
         ("gateway/service.py", '        log.info("turn", request_id',
@@ -201,6 +215,11 @@ def main() -> int:
     for base, group in groups:
         for tree in group:
             mine = ratios(tree, base)
+            if tree.errors:  # a patch that breaks turns measures nothing
+                print(f"| {tree.label}: {parts[tree.label].what} | "
+                      f"{statistics.median(base.cpu_ms):.3f} | the copy failed "
+                      f"{tree.errors} turns: its patch is broken | — |")
+                continue
             print(f"| {tree.label}: {parts[tree.label].what} | "
                   f"{statistics.median(base.cpu_ms):.3f} | "
                   f"{', '.join(f'{r:.3f}' for r in mine)} | "

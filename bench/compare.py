@@ -48,6 +48,7 @@ class Tree:
     label: str
     source: Path
     cpu_ms: list[float] = field(default_factory=list)  # per round
+    errors: int = 0  # failed turns over every round
     rows: list[str] = field(default_factory=list)
 
 
@@ -118,6 +119,7 @@ def run_round(trees: list[Tree], workdir: Path, upstream: svc.Service,
             turns = max(1, int(segment.get("all_turns") or 0))
             cpu_ms = 1000 * result.cpu_s[service.name] / turns
             tree.cpu_ms.append(cpu_ms)
+            tree.errors += int(segment.get("errors") or 0)
             peak_mib = procstat.peak_rss_bytes(service.pid) / 2**20
             tree.rows.append(
                 f"| {number} | {tree.label} | {float(segment['turns_per_s']):.1f} | "
