@@ -12,7 +12,9 @@ Once the first token has been handed on, the provider is committed: a failure, o
 longer than ``chunk_timeout_s`` waiting for its next event, raises
 ``StreamInterrupted(cause)`` (time the consumer spends between events does not count; one
 :class:`~providers.idle_watch.IdleWatch` timer per stream keeps this cheap per event);
-text that reached the client is never silently replaced by another provider's. When
+text that reached the client is never silently replaced by another provider's. A failure
+after the provider's finish (its stop reason) is not an interruption: the answer is
+whole, and the stream ends with that finish (logged, not counted against the breaker). When
 every provider fails, the last (real) error is raised.
 
 The stream starts with a :class:`RouteChosen` naming the provider and model that answer,
@@ -119,7 +121,14 @@ class Router:
                 except StopAsyncIteration:
                     break
                 except (TimeoutError, ProviderError) as exc:
-                    raise self._interrupted(started, exc) from exc
+                    if finish is None:
+                        raise self._interrupted(started, exc) from exc
+                    # The answer is whole (its stop reason came): only what follows it,
+                    # the usage some wires send after the finish and the last event, is
+                    # lost. The answer stands; usage not reported is counted.
+                    log.warning("stream_cut_after_finish", provider=_name(started.route),
+                                error=type(exc).__name__)
+                    break
                 if isinstance(following, Finish):
                     finish = following
                 else:

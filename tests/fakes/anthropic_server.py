@@ -62,13 +62,15 @@ class AnthropicWire:
     def delta(self, call: RecordedRequest, index: int, text: str) -> bytes:
         return _event("content_block_delta", index=0, delta={"type": "text_delta", "text": text})
 
-    def closing(self, call: RecordedRequest, reply: Reply) -> bytes:
+    def finishing(self, call: RecordedRequest, reply: Reply) -> bytes:
         return (_event("content_block_stop", index=0)
                 + _event("message_delta",
                          delta={"stop_reason": _STOP_REASONS[reply.finish],
                                 "stop_sequence": None},
-                         usage={"output_tokens": reply.completion_tokens})
-                + _event("message_stop"))
+                         usage={"output_tokens": reply.completion_tokens}))
+
+    def trailer(self, call: RecordedRequest, reply: Reply) -> bytes:
+        return _event("message_stop")
 
     def stream_error(self, call: RecordedRequest, kind: ErrorKind) -> bytes:
         return _event("error", error={"type": _STREAM_ERRORS[kind], "message": f"fake {kind}"})

@@ -43,12 +43,14 @@ class BedrockWire:
     def delta(self, call: RecordedRequest, index: int, text: str) -> bytes:
         return event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": text}})
 
-    def closing(self, call: RecordedRequest, reply: Reply) -> bytes:
+    def finishing(self, call: RecordedRequest, reply: Reply) -> bytes:
+        return (event_frame("contentBlockStop", {"contentBlockIndex": 0})
+                + event_frame("messageStop", {"stopReason": _STOP_REASONS[reply.finish]}))
+
+    def trailer(self, call: RecordedRequest, reply: Reply) -> bytes:
         usage = {"inputTokens": reply.prompt_tokens, "outputTokens": reply.completion_tokens,
                  "totalTokens": reply.prompt_tokens + reply.completion_tokens}
-        return (event_frame("contentBlockStop", {"contentBlockIndex": 0})
-                + event_frame("messageStop", {"stopReason": _STOP_REASONS[reply.finish]})
-                + event_frame("metadata", {"usage": usage, "metrics": {"latencyMs": 1}}))
+        return event_frame("metadata", {"usage": usage, "metrics": {"latencyMs": 1}})
 
     def stream_error(self, call: RecordedRequest, kind: ErrorKind) -> bytes:
         return exception_frame(_STREAM_ERRORS[kind], f"fake {kind}")

@@ -59,8 +59,11 @@ class OpenAIWire:
     def delta(self, call: RecordedRequest, index: int, text: str) -> bytes:
         return sse(_chunk(call, {"content": text}))
 
-    def closing(self, call: RecordedRequest, reply: Reply) -> bytes:
-        out = sse(_chunk(call, {}, finish=reply.finish))
+    def finishing(self, call: RecordedRequest, reply: Reply) -> bytes:
+        return sse(_chunk(call, {}, finish=reply.finish))
+
+    def trailer(self, call: RecordedRequest, reply: Reply) -> bytes:
+        out = b""
         if ((call.body or {}).get("stream_options") or {}).get("include_usage"):
             usage_chunk = {**_chunk(call, {}), "choices": [], "usage": _usage(reply)}
             out += sse(usage_chunk)

@@ -13,6 +13,8 @@ Behaviours (build them with the functions below):
     fail_after(3)                     three deltas, then the connection is aborted
     end_after(3)                      three deltas, then the body ends cleanly, unfinished
     error_after(2, kind="overloaded") two deltas, then the wire's in-stream error event
+    cut_after_finish()                the answer and its finish, then the connection aborted
+    silent_after_finish()             the answer and its finish, then nothing
     status(429, retry_after=0.05)     an HTTP error response in the wire's error shape
     hang_before_first_token()         headers sent, then nothing until the client leaves
 """
@@ -51,6 +53,7 @@ class Reply:
     cut_after: int | None = None
     cut: Literal["abort", "error", "end"] = "abort"
     error: ErrorKind = "overloaded"
+    after_finish: Literal["trailer", "abort", "hang"] = "trailer"  # what follows the finish
 
     @property
     def prompt_tokens(self) -> int:
@@ -108,6 +111,17 @@ def error_after(n_deltas: int, *deltas: str, kind: ErrorKind = "overloaded") -> 
                  cut_after=n_deltas, cut="error", error=kind)
 
 
+def cut_after_finish(*deltas: str) -> Reply:
+    """The answer and its finish, then the connection aborted (no usage after the finish,
+    no last event)."""
+    return Reply(deltas=deltas or Reply.deltas, after_finish="abort")
+
+
+def silent_after_finish(*deltas: str) -> Reply:
+    """The answer and its finish, then nothing until the client leaves."""
+    return Reply(deltas=deltas or Reply.deltas, after_finish="hang")
+
+
 def status(code: int, *, retry_after: float | None = None, error_code: str | None = None
            ) -> Status:
     return Status(code=code, retry_after=retry_after, error_code=error_code)
@@ -140,7 +154,13 @@ class WireFormat(Protocol):
 
     def delta(self, call: RecordedRequest, index: int, text: str) -> bytes: ...
 
-    def closing(self, call: RecordedRequest, reply: Reply) -> bytes: ...
+    def finishing(self, call: RecordedRequest, reply: Reply) -> bytes:
+        """The closing events up to the one that carries the stop reason."""
+        ...
+
+    def trailer(self, call: RecordedRequest, reply: Reply) -> bytes:
+        """What follows the finish: the usage the wire reports there, the last event."""
+        ...
 
     def stream_error(self, call: RecordedRequest, kind: ErrorKind) -> bytes: ...
 
@@ -293,7 +313,14 @@ class FakeUpstream:
             if index and reply.delay_s:
                 await writer.pause(reply.delay_s)
             await writer.send(self.wire.delta(call, index, text))
-        await writer.send(self.wire.closing(call, reply))
+        await writer.send(self.wire.finishing(call, reply))
+        if reply.after_finish == "abort" and request.transport is not None:
+            request.transport.abort()
+            return response
+        if reply.after_finish == "hang":
+            await wait_while_connected(request, Hang().max_s)
+            return response
+        await writer.send(self.wire.trailer(call, reply))
         await response.write_eof()
         return response
 

@@ -32,10 +32,13 @@ from providers.router import RouteChosen, RoutedEvent, Router
 from tests.fakes.providers import FAKES, chat_request, provider_for
 from tests.fakes.upstream import (
     FakeUpstream,
+    Reply,
+    cut_after_finish,
     fail_after,
     hang_before_first_token,
     ok,
     serve,
+    silent_after_finish,
     slow,
     status,
 )
@@ -215,6 +218,27 @@ async def test_silence_between_chunks_interrupts(make_harness: MakeHarness) -> N
     assert turn.text == "a"
     assert h.secondary.request_count == 0
     await h.primary.wait_for_disconnect(within_s=1.0)
+
+
+@pytest.mark.parametrize("reply", [cut_after_finish("Hello", ", ", "world"),
+                                   silent_after_finish("Hello", ", ", "world")],
+                         ids=["cut", "silent"])
+async def test_a_failure_after_the_finish_leaves_the_answer_whole(make_harness: MakeHarness,
+                                                                 reply: Reply) -> None:
+    """The connection cut, or silence past ``chunk_timeout_s``, once the provider has sent
+    its stop reason: only the trailer (usage, the last event) is lost. The stream ends
+    with the finish, as a complete answer: no error, no fallback, the breaker uncharged."""
+    h = await make_harness(chunk_timeout_s=0.3, circuit_failure_threshold=1)
+    h.primary.script(reply)
+    turn = await run_turn(h)
+    assert turn.error is None
+    assert turn.route == RouteChosen(h.chain[0].kind, h.chain[0].model)
+    assert turn.text == "Hello, world"
+    assert turn.events[-1] == Finish("stop")
+    assert h.router.circuit_state(h.chain[0]) == "closed"
+    assert h.secondary.request_count == 0
+    if reply.after_finish == "hang":  # the stream closed the upstream it stopped waiting for
+        await h.primary.wait_for_disconnect(within_s=1.0)
 
 
 async def test_circuit_opens_skips_and_closes_after_cooldown(make_harness: MakeHarness) -> None:

@@ -22,6 +22,7 @@ from tests.e2e.wsclient import ChatResult, ChatSocket
 from tests.fakes.providers import FAKES, TEST_API_KEY, TEST_REGION, base_url_for
 from tests.fakes.upstream import (
     FakeUpstream,
+    cut_after_finish,
     fail_after,
     hang_before_first_token,
     ok,
@@ -138,6 +139,22 @@ async def test_failure_after_three_deltas_is_an_error_without_fallback(
     assert result.text == "part0 part1 part2 "
     assert result.last["code"] == "provider_error"
     assert (gw.primary.request_count, gw.secondary.request_count) == (1, 0)
+
+
+async def test_a_cut_after_the_finish_is_a_complete_turn(start_gateway: StartGateway) -> None:
+    """The connection lost after the stop reason (before the usage some wires send after
+    it): the client gets its ``done``, and the answer is history the next turn sends."""
+    async with start_gateway() as gw, gw.socket() as sock:
+        gw.primary.script(cut_after_finish("Paris ", "is ", "the capital."))
+        first = await sock.chat("Capital of France?", frame_id="t1", max_tokens=64)
+        await sock.chat("And of Spain?", frame_id="t2", max_tokens=64,
+                        conversation_id=first.last["conversation_id"])
+    assert first.kinds[-1] == "done", first.frames
+    assert first.last["finish_reason"] == "stop"
+    assert first.text == "Paris is the capital."
+    assert first.last["usage"]["completion_tokens"] > 0
+    assert "Paris is the capital." in str(gw.primary.requests[1].body)
+    assert gw.secondary.request_count == 0
 
 
 async def test_circuit_opens_then_probes_after_cooldown(start_gateway: StartGateway) -> None:
