@@ -1,0 +1,141 @@
+"""Where chatgate's gap to the floor lies: per turn or per streamed delta.
+
+    .venv/bin/python bench/split.py                        # WebSocket, 3 rounds
+    .venv/bin/python bench/split.py --protocol http --rounds 5
+
+chatgate and the bare proxy (bench/bare_proxy.py) run at once on the gateway core, each
+driven by its own load process at the same concurrency, against one upstream whose answers
+are short (20 deltas, 20 ms apart) in one block and long (80 deltas, 5 ms apart) in the
+next, alternating, round after round. A gateway's CPU per turn is then a fixed cost per
+turn plus a cost per upstream delta: the slope between the two lengths is the cost of a
+delta, and what is left of a short turn once its deltas are taken out is the fixed cost.
+Both are measured for both gateways in the same windows, so a drift of the machine hits
+them alike. chatgate may join deltas that arrive in one read into one frame (its frames
+per turn are printed beside); the cost is per delta the upstream sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import shlex
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import services as svc
+from driver import Driver
+from load import raise_fd_limit
+from run import GATEWAY_CORE, LOAD_CORE
+
+LENGTHS = {"short": {"tokens": 20, "ttft_ms": 0, "delay_ms": 20},
+           "long": {"tokens": 80, "ttft_ms": 0, "delay_ms": 5}}
+
+
+@dataclass
+class Subject:
+    name: str
+    service: svc.Service
+    cpu_ms: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in LENGTHS})
+    frames: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in LENGTHS})
+
+    def per_delta_us(self) -> float:
+        short, long = (statistics.median(self.cpu_ms[k]) for k in LENGTHS)
+        extra = LENGTHS["long"]["tokens"] - LENGTHS["short"]["tokens"]
+        return 1000 * (long - short) / extra
+
+    def per_turn_ms(self) -> float:
+        short = statistics.median(self.cpu_ms["short"])
+        return short - LENGTHS["short"]["tokens"] * self.per_delta_us() / 1000
+
+
+def segment(subject: Subject, secret: str, args: argparse.Namespace) -> dict[str, Any]:
+    port = subject.service.port
+    url = (f"ws://127.0.0.1:{port}/v1/ws" if args.protocol == "ws" else
+           f"http://127.0.0.1:{port}/v1/chat/completions")
+    tokens = [svc.mint_token(secret, f"u{i}") for i in range(args.concurrency)]
+    return {"target": {"name": subject.name, "protocol": args.protocol, "url": url,
+                       "tokens": tokens},
+            "mode": "concurrency", "tag": "split", "concurrency": args.concurrency,
+            "warmup_s": args.warmup, "duration_s": args.seconds}
+
+
+def measure(subjects: list[Subject], length: str, secret: str,
+            args: argparse.Namespace) -> None:
+    """Both gateways at once, each under its own load process, one answer length."""
+    with concurrent.futures.ThreadPoolExecutor(len(subjects)) as pool:
+        runs = [pool.submit(Driver(load_core=LOAD_CORE).run, [segment(s, secret, args)],
+                            watch=[s.service]) for s in subjects]
+        results = [run.result() for run in runs]
+    for subject, result in zip(subjects, results, strict=True):
+        [measured] = result.segments
+        if measured.get("errors"):
+            raise SystemExit(f"{subject.name} failed {measured['errors']} turns: "
+                             f"{measured.get('error_samples')}")
+        turns = max(1, int(measured.get("all_turns") or 0))
+        subject.cpu_ms[length].append(1000 * result.cpu_s[subject.service.name] / turns)
+        subject.frames[length].append(float(measured.get("deltas_per_turn") or 0))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--protocol", choices=("ws", "http"), default="ws")
+    parser.add_argument("--concurrency", type=int, default=100, help="streams per gateway")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured per block")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    raise_fd_limit()
+    command = shlex.join([".venv/bin/python", "bench/split.py", *sys.argv[1:]])
+    secret = svc.new_secret()
+    with tempfile.TemporaryDirectory(prefix="chatgate-split-") as tmp:
+        workdir = Path(tmp)
+        for name in ("redis", "chatgate", "bare"):
+            (workdir / name).mkdir()
+        started: list[svc.Service] = []
+        try:
+            upstream = svc.start_upstream(workdir, LOAD_CORE)
+            started.append(upstream)
+            redis = svc.start_redis(workdir / "redis", GATEWAY_CORE)
+            started.append(redis)
+            subjects = [
+                Subject("chatgate", svc.start_chatgate(workdir / "chatgate", upstream, redis,
+                                                       GATEWAY_CORE, jwt_secret=secret)),
+                Subject("bare-proxy", svc.start_bare(workdir / "bare", upstream, GATEWAY_CORE))]
+            started += [s.service for s in subjects]
+            for number in range(1, args.rounds + 1):
+                for length, profile in LENGTHS.items():
+                    svc.set_profile(upstream, **profile)
+                    measure(subjects, length, secret, args)
+                    print(f"round {number}, {length}: " + ", ".join(
+                        f"{s.name} {s.cpu_ms[length][-1]:.3f} ms/turn" for s in subjects),
+                        flush=True)
+        finally:
+            for service in reversed(started):
+                service.stop()
+    chatgate, floor = subjects
+    print(f"\n## Per turn and per delta ({args.protocol}, {args.concurrency} streams each, "
+          f"both gateways at once on core {GATEWAY_CORE}, {args.rounds} rounds)\n")
+    print("| gateway | CPU ms/turn, 20 deltas | CPU ms/turn, 80 deltas | frames/turn "
+          "(20 / 80) | per delta µs | per turn, without its deltas, ms |")
+    print("|---|---|---|---|---|---|")
+    for s in subjects:
+        print(f"| {s.name} | {statistics.median(s.cpu_ms['short']):.3f} | "
+              f"{statistics.median(s.cpu_ms['long']):.3f} | "
+              f"{statistics.median(s.frames['short']):.1f} / "
+              f"{statistics.median(s.frames['long']):.1f} | {s.per_delta_us():.1f} | "
+              f"{s.per_turn_ms():.3f} |")
+    gap_turn = chatgate.per_turn_ms() - floor.per_turn_ms()
+    gap_deltas = 20 * (chatgate.per_delta_us() - floor.per_delta_us()) / 1000
+    print(f"\nOf chatgate's extra CPU on a 20-delta turn, {gap_turn:.3f} ms is per turn and "
+          f"{gap_deltas:.3f} ms in its deltas.\nRerun: {command}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
