@@ -5,13 +5,15 @@
 
 chatgate and the bare proxy (bench/bare_proxy.py) run at once on the gateway core, each
 driven by its own load process at the same concurrency, against one upstream whose answers
-are short (20 deltas, 20 ms apart) in one block and long (80 deltas, 5 ms apart) in the
-next, alternating, round after round. A gateway's CPU per turn is then a fixed cost per
-turn plus a cost per upstream delta: the slope between the two lengths is the cost of a
+are short (20 deltas) in one block and long (80 deltas) in the next, alternating, round
+after round. The deltas come 20 ms apart in both, so each stream's deltas arrive at the
+same rate and each read holds about one of them: a gateway's CPU per turn is then a fixed
+cost per turn plus a cost per delta. The slope between the two lengths is the cost of a
 delta, and what is left of a short turn once its deltas are taken out is the fixed cost.
+(With the long answers' deltas closer together, a busy chatgate joins those that arrive in
+one read into one frame, and the slope would mix that in: its frames per turn are printed.)
 Both are measured for both gateways in the same windows, so a drift of the machine hits
-them alike. chatgate may join deltas that arrive in one read into one frame (its frames
-per turn are printed beside); the cost is per delta the upstream sent.
+them alike.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from load import raise_fd_limit
 from run import GATEWAY_CORE, LOAD_CORE
 
 LENGTHS = {"short": {"tokens": 20, "ttft_ms": 0, "delay_ms": 20},
-           "long": {"tokens": 80, "ttft_ms": 0, "delay_ms": 5}}
+           "long": {"tokens": 80, "ttft_ms": 0, "delay_ms": 20}}
 
 
 @dataclass
