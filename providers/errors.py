@@ -11,8 +11,9 @@
         ├── ProviderBadRequest    400/404/422: the request itself is wrong
         └── ProviderAuthError     401/403: credentials missing or refused
 
-``StreamInterrupted`` wraps any of these once text has reached the client: the router
-never retries or falls back after that point.
+``StreamInterrupted`` wraps any of these once text has reached the client (and before the
+provider's finish: after it, the answer is whole): the router never retries or falls back
+after that point.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ longer than ``chunk_timeout_s`` waiting for its next event, raises
 :class:`~providers.idle_watch.IdleWatch` timer per stream keeps this cheap per event);
 text that reached the client is never silently replaced by another provider's. A failure
 after the provider's finish (its stop reason) is not an interruption: the answer is
-whole, and the stream ends with that finish (logged, not counted against the breaker). When
+whole, and the stream ends with that finish (logged, not counted against the breaker);
+what follows a finish is waited for at most ``TRAILER_WAIT_S``. When
 every provider fails, the last (real) error is raised.
 
 The stream starts with a :class:`RouteChosen` naming the provider and model that answer,
@@ -51,6 +52,9 @@ from providers.registry import ProviderRegistry
 from providers.retry import RetryPolicy, call_with_retry
 
 log = structlog.get_logger("chatgate.router")
+# How long the usage and last event a wire sends after its finish are waited for: they
+# follow the finish at once, and the answer (whole by then) waits for them to end.
+TRAILER_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +97,13 @@ class Router:
 
     def __init__(self, registry: ProviderRegistry, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 trailer_wait_s: float = TRAILER_WAIT_S) -> None:
         self._registry = registry
         self._breakers = CircuitBreakers(clock)
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._trailer_wait_s = trailer_wait_s
 
     def circuit_state(self, spec: ProviderSpec) -> CircuitState:
         return self._breakers.state(str(spec))
@@ -114,6 +120,8 @@ class Router:
                 else:
                     yield event
             events, watch = started.events, started.watch
+            if finish is not None:
+                watch = self._trailer_watch(watch, stack)
             while not started.ended:  # the hot loop: one iteration per streamed event
                 try:
                     with watch:
@@ -131,10 +139,22 @@ class Router:
                     break
                 if isinstance(following, Finish):
                     finish = following
+                    watch = self._trailer_watch(watch, stack)
                 else:
                     yield following
             if finish is not None:
                 yield finish
+
+    def _trailer_watch(self, watch: IdleWatch, stack: AsyncExitStack) -> IdleWatch:
+        """The watch for what follows a finish: the trailer comes right after it, so the
+        answer's end (its ``done``) waits for it at most ``trailer_wait_s``, not a whole
+        ``chunk_timeout_s``."""
+        if watch.timeout_s <= self._trailer_wait_s:
+            return watch
+        watch.close()
+        trailer = IdleWatch(self._trailer_wait_s)
+        stack.callback(trailer.close)
+        return trailer
 
     async def _start(self, brand: str, chain: Sequence[ProviderSpec], request: ProviderRequest,
                      stack: AsyncExitStack) -> _Started:

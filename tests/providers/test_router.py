@@ -28,7 +28,7 @@ from providers.errors import (
     StreamInterrupted,
 )
 from providers.registry import ProviderRegistry
-from providers.router import RouteChosen, RoutedEvent, Router
+from providers.router import TRAILER_WAIT_S, RouteChosen, RoutedEvent, Router
 from tests.fakes.providers import FAKES, chat_request, provider_for
 from tests.fakes.upstream import (
     FakeUpstream,
@@ -114,7 +114,8 @@ async def make_harness(request: pytest.FixtureRequest) -> AsyncIterator[MakeHarn
     first, second = request.param
     closers: list[Callable[[], Awaitable[None]]] = []
 
-    async def make(primary: dict[str, Any] | None = None, **overrides: Any) -> Harness:
+    async def make(primary: dict[str, Any] | None = None, *,
+                   trailer_wait_s: float = TRAILER_WAIT_S, **overrides: Any) -> Harness:
         """``overrides`` apply to both providers, ``primary`` to the first only."""
         options = replace(TEST_OPTIONS, **overrides)
         first_options = replace(options, **(primary or {}))
@@ -130,8 +131,8 @@ async def make_harness(request: pytest.FixtureRequest) -> AsyncIterator[MakeHarn
         closers.insert(0, registry.aclose)
         clock, sleeps = FakeClock(), RecordingSleep()
         chain = (ProviderSpec(first, f"{first}-model"), ProviderSpec(second, f"{second}-model"))
-        return Harness(Router(registry, clock=clock, sleep=sleeps), fakes[0], fakes[1], chain,
-                       clock, sleeps)
+        router = Router(registry, clock=clock, sleep=sleeps, trailer_wait_s=trailer_wait_s)
+        return Harness(router, fakes[0], fakes[1], chain, clock, sleeps)
 
     yield make
     for close in closers:
@@ -239,6 +240,20 @@ async def test_a_failure_after_the_finish_leaves_the_answer_whole(make_harness: 
     assert h.secondary.request_count == 0
     if reply.after_finish == "hang":  # the stream closed the upstream it stopped waiting for
         await h.primary.wait_for_disconnect(within_s=1.0)
+
+
+async def test_silence_after_the_finish_is_waited_for_briefly(make_harness: MakeHarness
+                                                             ) -> None:
+    """What follows a finish comes at once: silence after it ends the answer after
+    ``trailer_wait_s``, not after the (longer) ``chunk_timeout_s``."""
+    h = await make_harness(chunk_timeout_s=5.0, trailer_wait_s=0.2)
+    h.primary.script(silent_after_finish("Hello", ", ", "world"))
+    started = time.monotonic()
+    turn = await run_turn(h)
+    took = time.monotonic() - started
+    assert turn.error is None and turn.events[-1] == Finish("stop")
+    assert 0.2 <= took < 2.0  # the trailer's wait, far from the chunk timeout
+    await h.primary.wait_for_disconnect(within_s=1.0)
 
 
 async def test_circuit_opens_skips_and_closes_after_cooldown(make_harness: MakeHarness) -> None:
