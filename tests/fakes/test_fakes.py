@@ -5,7 +5,14 @@ from __future__ import annotations
 from botocore.eventstream import EventStreamBuffer
 
 from tests.fakes.eventstream import encode_event_message, event_frame, exception_frame
-from tests.fakes.upstream import split_pieces
+from tests.fakes.upstream import (
+    DEFAULT_DELTAS,
+    cut_after_finish,
+    ok,
+    silent_after_finish,
+    slow,
+    split_pieces,
+)
 
 
 def test_encoded_event_message_decodes_with_botocore() -> None:
@@ -37,3 +44,9 @@ def test_split_pieces_covers_the_data_in_odd_sizes() -> None:
     pieces = split_pieces(data)
     assert b"".join(pieces) == data
     assert [len(p) for p in pieces][:4] == [1, 3, 7, 2]
+
+
+def test_behaviours_without_deltas_stream_the_default_answer() -> None:
+    """(A slots dataclass has no class-level defaults: ``Reply.deltas`` was a descriptor.)"""
+    for reply in (ok(), slow(delay_s=0.1), cut_after_finish(), silent_after_finish()):
+        assert reply.deltas == DEFAULT_DELTAS and reply.text == "Hello, world!"

@@ -8,13 +8,16 @@ behaviour into bytes; this module drives the timing: odd-sized writes, pauses, a
 connections, hangs, and noticing when the client goes away.
 
 Behaviours (build them with the functions below):
-    ok("Hel", "lo")                   stream these text deltas, then usage and finish
+    ok("Hel", "lo")                   stream these text deltas, then the finish and the
+                                      trailer (the usage some wires send after it, the
+                                      last event)
     slow("a", "b", delay_s=0.2)       the same with a pause before each delta but the first
     fail_after(3)                     three deltas, then the connection is aborted
     end_after(3)                      three deltas, then the body ends cleanly, unfinished
     error_after(2, kind="overloaded") two deltas, then the wire's in-stream error event
     cut_after_finish()                the answer and its finish, then the connection aborted
-    silent_after_finish()             the answer and its finish, then nothing
+    silent_after_finish()             the answer and its finish, then nothing (for at most
+                                      HANG_MAX_S, then the body ends without the trailer)
     status(429, retry_after=0.05)     an HTTP error response in the wire's error shape
     hang_before_first_token()         headers sent, then nothing until the client leaves
 """
@@ -40,13 +43,18 @@ ErrorKind = Literal["overloaded", "rate_limited", "internal", "bad_request"]
 # ``data:`` prefixes, between ``\r``/``\n`` and inside event-stream preludes.
 SPLIT_SIZES = (1, 3, 7, 2, 11, 5, 17)
 POLL_S = 0.005
+DEFAULT_DELTAS = ("Hello", ", ", "world", "!")
+HANG_MAX_S = 30.0  # how long a hang lasts at most, the client still there
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A streamed answer; ``cut_after`` deltas in, the stream is aborted or errors."""
+    """A streamed answer. ``cut_after`` deltas in, the stream is aborted, errors or ends
+    (``cut``); else, after the deltas and the finish, ``after_finish`` says what follows:
+    the trailer, an abort, or a hang. ``complete_response`` (``stream: false``) knows
+    neither."""
 
-    deltas: tuple[str, ...] = ("Hello", ", ", "world", "!")
+    deltas: tuple[str, ...] = DEFAULT_DELTAS
     usage: tuple[int, int] | None = None  # (prompt, completion); default (11, len(deltas))
     finish: FinishKind = "stop"
     delay_s: float = 0.0
@@ -82,18 +90,18 @@ class Hang:
     """Never answer (``headers=True``: after sending a 200's headers) until the client leaves."""
 
     headers: bool = True
-    max_s: float = 30.0
+    max_s: float = HANG_MAX_S
 
 
 Behaviour = Reply | Status | Hang
 
 
 def ok(*deltas: str, usage: tuple[int, int] | None = None, finish: FinishKind = "stop") -> Reply:
-    return Reply(deltas=deltas or Reply.deltas, usage=usage, finish=finish)
+    return Reply(deltas=deltas or DEFAULT_DELTAS, usage=usage, finish=finish)
 
 
 def slow(*deltas: str, delay_s: float) -> Reply:
-    return Reply(deltas=deltas or Reply.deltas, delay_s=delay_s)
+    return Reply(deltas=deltas or DEFAULT_DELTAS, delay_s=delay_s)
 
 
 def fail_after(n_deltas: int, *deltas: str) -> Reply:
@@ -114,12 +122,13 @@ def error_after(n_deltas: int, *deltas: str, kind: ErrorKind = "overloaded") -> 
 def cut_after_finish(*deltas: str) -> Reply:
     """The answer and its finish, then the connection aborted (no usage after the finish,
     no last event)."""
-    return Reply(deltas=deltas or Reply.deltas, after_finish="abort")
+    return Reply(deltas=deltas or DEFAULT_DELTAS, after_finish="abort")
 
 
 def silent_after_finish(*deltas: str) -> Reply:
-    """The answer and its finish, then nothing until the client leaves."""
-    return Reply(deltas=deltas or Reply.deltas, after_finish="hang")
+    """The answer and its finish, then nothing until the client leaves (or HANG_MAX_S has
+    passed: then the body ends, without the trailer)."""
+    return Reply(deltas=deltas or DEFAULT_DELTAS, after_finish="hang")
 
 
 def status(code: int, *, retry_after: float | None = None, error_code: str | None = None
@@ -318,7 +327,7 @@ class FakeUpstream:
             request.transport.abort()
             return response
         if reply.after_finish == "hang":
-            await wait_while_connected(request, Hang().max_s)
+            await wait_while_connected(request, HANG_MAX_S)
             return response
         await writer.send(self.wire.trailer(call, reply))
         await response.write_eof()
