@@ -213,6 +213,10 @@ def main() -> int:
     print("|---|---|---|---|")
     parts = {p.name: p for p in PARTS}
     for base, group in groups:
+        if base.errors:  # every share of the group is measured against it
+            print(f"| (the unchanged chatgate beside {', '.join(t.label for t in group)} "
+                  f"failed {base.errors} turns: that group's shares are not reliable) "
+                  f"| | | |")
         for tree in group:
             mine = ratios(tree, base)
             if tree.errors:  # a patch that breaks turns measures nothing

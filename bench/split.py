@@ -7,11 +7,13 @@ chatgate and the bare proxy (bench/bare_proxy.py) run at once on the gateway cor
 driven by its own load process at the same concurrency, against one upstream whose answers
 are short (20 deltas) in one block and long (80 deltas) in the next, alternating, round
 after round. The deltas come 20 ms apart in both, so each stream's deltas arrive at the
-same rate and each read holds about one of them: a gateway's CPU per turn is then a fixed
-cost per turn plus a cost per delta. The slope between the two lengths is the cost of a
-delta, and what is left of a short turn once its deltas are taken out is the fixed cost.
-(With the long answers' deltas closer together, a busy chatgate joins those that arrive in
-one read into one frame, and the slope would mix that in: its frames per turn are printed.)
+same rate and most reads hold one of them (a busy chatgate still joins about a tenth,
+those that arrive together, into one frame: its frames per turn are printed): a
+gateway's CPU per turn is then a fixed cost per turn plus a cost per delta. The slope
+between the two lengths is the cost of a delta, and what is left of a short turn once its
+deltas are taken out is the fixed cost.
+(With the long answers' deltas closer together, it would join many more, and the slope
+would mix that in.)
 Both are measured for both gateways in the same windows, so a drift of the machine hits
 them alike.
 """
@@ -123,8 +125,10 @@ def main() -> int:
     chatgate, floor = subjects
     print(f"\n## Per turn and per delta ({args.protocol}, {args.concurrency} streams each, "
           f"both gateways at once on core {GATEWAY_CORE}, {args.rounds} rounds)\n")
-    print("| gateway | CPU ms/turn, 20 deltas | CPU ms/turn, 80 deltas | frames/turn "
-          "(20 / 80) | per delta µs | per turn, without its deltas, ms |")
+    short_n, long_n = (LENGTHS[k]["tokens"] for k in LENGTHS)
+    print(f"| gateway | CPU ms/turn, {short_n} deltas | CPU ms/turn, {long_n} deltas | "
+          f"frames/turn ({short_n} / {long_n}) | per delta µs | per turn, without its "
+          f"deltas, ms |")
     print("|---|---|---|---|---|---|")
     for s in subjects:
         print(f"| {s.name} | {statistics.median(s.cpu_ms['short']):.3f} | "
@@ -133,9 +137,9 @@ def main() -> int:
               f"{statistics.median(s.frames['long']):.1f} | {s.per_delta_us():.1f} | "
               f"{s.per_turn_ms():.3f} |")
     gap_turn = chatgate.per_turn_ms() - floor.per_turn_ms()
-    gap_deltas = 20 * (chatgate.per_delta_us() - floor.per_delta_us()) / 1000
-    print(f"\nOf chatgate's extra CPU on a 20-delta turn, {gap_turn:.3f} ms is per turn and "
-          f"{gap_deltas:.3f} ms in its deltas.\nRerun: {command}")
+    gap_deltas = short_n * (chatgate.per_delta_us() - floor.per_delta_us()) / 1000
+    print(f"\nOf chatgate's extra CPU on a {short_n}-delta turn, {gap_turn:.3f} ms is per turn "
+          f"and {gap_deltas:.3f} ms in its deltas.\nRerun: {command}")
     return 0
 
 
