@@ -38,7 +38,7 @@ from gateway.cli import new_event_loop
 from gateway.gc_policy import tune_for_serving
 from gateway.runtime import REDIS_BATCH_TIMEOUT_S
 from memory.pipelining import AutoPipeline
-from memory.redis_client import connect_pipeline_client
+from memory.redis_client import connect_pipeline_client, connect_redis
 from tests.redis_server import local_redis_server
 
 UNLIMITED = BudgetLimits(user_day=-1, user_month=-1, brand_month=-1, conversation=-1)
@@ -46,9 +46,9 @@ TIGHT = BudgetLimits(user_day=2_000, user_month=3_000, brand_month=30_000, conve
 
 
 def connect(url: str, connections: int) -> aioredis.Redis:
-    """A client whose pool waits for a free connection instead of failing when full."""
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=connections)
-    return aioredis.Redis(connection_pool=pool)
+    """The runtime's client (its pool serves waiters in turn), waiting for a free
+    connection as long as it takes instead of failing when full."""
+    return connect_redis(url, max_connections=connections, pool_timeout=None)
 
 
 async def run_tasks(tasks: int, total: int, one: Callable[[int], Awaitable[None]]) -> float:
