@@ -73,8 +73,11 @@ class FairConnectionPool(aioredis.BlockingConnectionPool):
     waited 6.8 s for a PING on a real server answering 5,900 a second, and callers past the
     pool's ``timeout`` fail with "No connection available". Here a caller first takes a
     turn from a FIFO semaphore of ``max_connections`` turns, given back when its connection
-    is released, so redis-py's pool always has a connection for it; the ``timeout`` bounds
-    the wait for a turn, with redis-py's error."""
+    is released, so redis-py's pool has a connection for it (almost always at once: a
+    release that was cancelled is finished in the background, and its connection comes
+    back a moment after its turn). The ``timeout`` bounds the wait for a turn, with
+    redis-py's error, and redis-py's own wait after it (so, rarely, a caller waits up to
+    twice the ``timeout``). Redis Cluster clients keep redis-py's own pools per node."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
