@@ -85,13 +85,16 @@ def checked_out(specs: list[str]) -> Iterator[list[Tree]]:
                             str(path)], capture_output=True)
 
 
-def _segment(service: svc.Service, secret: str, args: argparse.Namespace) -> dict[str, Any]:
+def segment(service: svc.Service, secret: str, args: argparse.Namespace, *,
+            tag: str = "compare") -> dict[str, Any]:
+    """A closed-loop load of ``args.concurrency`` clients (each its own user) on
+    ``service``, over ``args.protocol``, for ``args.seconds`` after ``args.warmup``."""
     url = (f"ws://127.0.0.1:{service.port}/v1/ws" if args.protocol == "ws" else
            f"http://127.0.0.1:{service.port}/v1/chat/completions")
     tokens = [svc.mint_token(secret, f"u{i}") for i in range(args.concurrency)]
     return {"target": {"name": service.name, "protocol": args.protocol, "url": url,
                        "tokens": tokens},
-            "mode": "concurrency", "tag": "compare", "concurrency": args.concurrency,
+            "mode": "concurrency", "tag": tag, "concurrency": args.concurrency,
             "warmup_s": args.warmup, "duration_s": args.seconds}
 
 
@@ -111,21 +114,21 @@ def run_round(trees: list[Tree], workdir: Path, upstream: svc.Service,
                                               name=f"chatgate-{index}"))
         with concurrent.futures.ThreadPoolExecutor(len(started)) as pool:
             runs = [pool.submit(Driver(load_core=LOAD_CORE).run,
-                                [_segment(service, secret, args)], watch=[service])
+                                [segment(service, secret, args)], watch=[service])
                     for service in started]
             measured = [run.result() for run in runs]
         for tree, service, result in zip(trees, started, measured, strict=True):
-            [segment] = result.segments
-            turns = max(1, int(segment.get("all_turns") or 0))
+            [window] = result.segments
+            turns = max(1, int(window.get("all_turns") or 0))
             cpu_ms = 1000 * result.cpu_s[service.name] / turns
             tree.cpu_ms.append(cpu_ms)
-            tree.errors += int(segment.get("errors") or 0)
+            tree.errors += int(window.get("errors") or 0)
             peak_mib = procstat.peak_rss_bytes(service.pid) / 2**20
             tree.rows.append(
-                f"| {number} | {tree.label} | {float(segment['turns_per_s']):.1f} | "
-                f"{cpu_ms:.3f} | {segment['ttft_ms']['50']:.1f} / "
-                f"{segment['ttft_ms']['99']:.1f} | {segment.get('deltas_per_turn', '—')} | "
-                f"{peak_mib:.1f} | {segment.get('errors')} |")
+                f"| {number} | {tree.label} | {float(window['turns_per_s']):.1f} | "
+                f"{cpu_ms:.3f} | {window['ttft_ms']['50']:.1f} / "
+                f"{window['ttft_ms']['99']:.1f} | {window.get('deltas_per_turn', '—')} | "
+                f"{peak_mib:.1f} | {window.get('errors')} |")
     finally:
         for service in reversed(started):
             service.stop()

@@ -28,11 +28,11 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import services as svc
+from compare import segment
 from driver import Driver
 from load import raise_fd_limit
 from run import GATEWAY_CORE, LOAD_CORE
@@ -58,22 +58,12 @@ class Subject:
         return short - LENGTHS["short"]["tokens"] * self.per_delta_us() / 1000
 
 
-def segment(subject: Subject, secret: str, args: argparse.Namespace) -> dict[str, Any]:
-    port = subject.service.port
-    url = (f"ws://127.0.0.1:{port}/v1/ws" if args.protocol == "ws" else
-           f"http://127.0.0.1:{port}/v1/chat/completions")
-    tokens = [svc.mint_token(secret, f"u{i}") for i in range(args.concurrency)]
-    return {"target": {"name": subject.name, "protocol": args.protocol, "url": url,
-                       "tokens": tokens},
-            "mode": "concurrency", "tag": "split", "concurrency": args.concurrency,
-            "warmup_s": args.warmup, "duration_s": args.seconds}
-
-
 def measure(subjects: list[Subject], length: str, secret: str,
             args: argparse.Namespace) -> None:
     """Both gateways at once, each under its own load process, one answer length."""
     with concurrent.futures.ThreadPoolExecutor(len(subjects)) as pool:
-        runs = [pool.submit(Driver(load_core=LOAD_CORE).run, [segment(s, secret, args)],
+        runs = [pool.submit(Driver(load_core=LOAD_CORE).run,
+                            [segment(s.service, secret, args, tag="split")],
                             watch=[s.service]) for s in subjects]
         results = [run.result() for run in runs]
     for subject, result in zip(subjects, results, strict=True):
