@@ -38,9 +38,14 @@ def encode_event_message(headers: Mapping[str, str], payload: bytes) -> bytes:
 
 
 def event_frame(event_type: str, body: Mapping[str, Any]) -> bytes:
+    return raw_event_frame(event_type, json.dumps(body).encode())
+
+
+def raw_event_frame(event_type: str, payload: bytes) -> bytes:
+    """An event message with any payload, JSON or not (a malformed one, an empty one)."""
     headers = {":event-type": event_type, ":content-type": "application/json",
                ":message-type": "event"}
-    return encode_event_message(headers, json.dumps(body).encode())
+    return encode_event_message(headers, payload)
 
 
 def exception_frame(exception_type: str, message: str) -> bytes:

@@ -33,7 +33,11 @@ from providers.errors import (
     ProviderTimeout,
 )
 from providers.eventstream import EventMessage, EventStreamDecoder
-from tests.fakes.eventstream import encode_event_message, event_frame, exception_frame
+from tests.fakes.eventstream import (
+    event_frame,
+    exception_frame,
+    raw_event_frame,
+)
 from tests.fakes.providers import (
     TEST_REGION,
     chat_request,
@@ -142,8 +146,7 @@ def test_event_stream_messages_map() -> None:
 
 
 def test_text_of_the_wrong_type_makes_a_broken_stream() -> None:
-    frame = encode_event_message({":message-type": "event", ":event-type": "contentBlockDelta"},
-                                 b'{"delta":{"text":5}}')
+    frame = raw_event_frame("contentBlockDelta", b'{"delta":{"text":5}}')
     events, error = read_converse_events(EventStreamDecoder(), frame, "bedrock")
     assert events == [] and isinstance(error, ProviderConnectionError)
     assert isinstance(error.__cause__, TypeError)
@@ -156,8 +159,7 @@ def test_text_of_the_wrong_type_makes_a_broken_stream() -> None:
 ], ids=["string", "negative", "bool-and-whole-float"])
 def test_counts_of_the_wrong_type_are_not_billed(usage: bytes, billed: UsageReport) -> None:
     """Not reported, then: the gateway's own count stands (the answer came whole)."""
-    frame = encode_event_message({":message-type": "event", ":event-type": "metadata"},
-                                 b'{"usage":' + usage + b"}")
+    frame = raw_event_frame("metadata", b'{"usage":' + usage + b"}")
     assert read_converse_events(EventStreamDecoder(), frame, "bedrock") == ([billed], None)
 
 
@@ -269,8 +271,7 @@ META = event_frame("metadata", {"usage": {"inputTokens": 4, "outputTokens": 1}})
     (START + DELTA + STOP + META[:-5], True),  # a clean end mid-message after the finish
     (START + DELTA, False),  # ended cleanly before any finish
     (START + DELTA + DELTA[:-1] + bytes([DELTA[-1] ^ 1]) + STOP, False),  # damaged
-    (START + DELTA + encode_event_message({":message-type": "event",
-                                           ":event-type": "messageStop"}, b"{") + STOP, False),
+    (START + DELTA + raw_event_frame("messageStop", b"{") + STOP, False),
 ], ids=["complete", "cut-mid-message", "cut-after-finish", "no-finish", "bad-checksum",
         "bad-json"])
 async def test_a_broken_event_stream_is_a_broken_answer(
@@ -344,7 +345,6 @@ async def test_a_member_that_is_no_object_is_a_broken_answer_both_ways(
     """botocore parses the payload while iterating (and fails on a list), we after: both
     readings make it a broken stream, not an internal error."""
     url, bodies = raw_bedrock
-    bodies.append(START + DELTA + STOP + encode_event_message(
-        {":message-type": "event", ":event-type": "metadata"}, b"[1]"))
+    bodies.append(START + DELTA + STOP + raw_event_frame("metadata", b"[1]"))
     seen = await events_until(_raw_provider(url), CONVERSATION, ProviderConnectionError)
     assert seen[:1] == [TextDelta("Hi")]

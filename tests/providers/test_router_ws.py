@@ -147,6 +147,8 @@ async def test_a_cut_after_the_finish_is_a_complete_turn(start_gateway: StartGat
     it): the client gets its ``done``, and the answer is history the next turn sends."""
     async with start_gateway() as gw, gw.socket() as sock:
         # Reported, the usage would say 3 output tokens (one per delta); counted, it is 5.
+        # (Both primaries here, OpenAI and Bedrock, report it after the finish; Anthropic's
+        # comes with its finish and would stand.)
         gw.primary.script(cut_after_finish("Paris ", "is ", "the capital."))
         first = await sock.chat("Capital of France?", frame_id="t1", max_tokens=64)
         await sock.chat("And of Spain?", frame_id="t2", max_tokens=64,

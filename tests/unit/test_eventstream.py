@@ -16,13 +16,17 @@ from providers.eventstream import (
     MalformedEventStream,
     decode_headers,
 )
-from tests.fakes.eventstream import encode_event_message, event_frame, exception_frame
+from tests.fakes.eventstream import (
+    event_frame,
+    exception_frame,
+    raw_event_frame,
+)
 
 STREAM = (event_frame("messageStart", {"role": "assistant"})
           + event_frame("contentBlockDelta", {"contentBlockIndex": 0,
                                               "delta": {"text": "Grüße 😀 \" \\n"}})
           + exception_frame("throttlingException", "slow down")
-          + encode_event_message({":message-type": "event", ":event-type": "empty"}, b"")
+          + raw_event_frame("empty", b"")
           + event_frame("metadata", {"usage": {"inputTokens": 3, "outputTokens": 1}}))
 
 
@@ -138,7 +142,7 @@ def test_damaged_messages_are_refused_not_skipped(damage: object) -> None:
 
 def test_a_large_message_in_many_reads_comes_whole() -> None:
     payload = bytes(range(256)) * 800  # 200 KiB
-    message = encode_event_message({":message-type": "event", ":event-type": "big"}, payload)
+    message = raw_event_frame("big", payload)
     decoder, got, fed = EventStreamDecoder(), [], 0
     for reads, at in enumerate(range(0, len(message), 1000), start=1):
         piece = message[at:at + 1000]

@@ -54,7 +54,7 @@ async def test_callers_beyond_the_pool_wait_their_turn(redis_url: str) -> None:
         await client.aclose()
 
 
-async def test_a_failed_connect_gives_its_turn_back(redis_url: str) -> None:
+async def test_a_failed_connect_gives_its_turn_back() -> None:
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     with socket.socket() as probe:  # a port nobody listens on

@@ -1,7 +1,9 @@
-"""What providers report is checked before it is streamed or billed, on every provider's
-mapping: text that is not a string makes the event malformed (TypeError, which the read
-loops turn into a broken stream); a token count that is not a whole number >= 0 is not
-billed: it counts as not reported, so the gateway's own count stands."""
+"""What providers report is checked before it is streamed or billed, here on the SSE
+providers' mappings (OpenAI, Anthropic; Bedrock's are in
+tests/providers/test_bedrock_provider.py): text that is not a string makes the event
+malformed (TypeError, which the read loops turn into a broken stream); a token count that
+is not a whole number >= 0 is not billed: it counts as not reported, so the gateway's own
+count stands."""
 
 from __future__ import annotations
 
