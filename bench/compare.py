@@ -98,11 +98,27 @@ def segment(service: svc.Service, secret: str, args: argparse.Namespace, *,
             "warmup_s": args.warmup, "duration_s": args.seconds}
 
 
+def load_at_once(services: list[svc.Service], secret: str, args: argparse.Namespace, *,
+                 tag: str = "compare") -> list[tuple[dict[str, Any], float]]:
+    """Every service under its own load process (``segment``), all at once: each one's
+    measured window and CPU ms per turn (its CPU over its load process's life, divided by
+    every turn it completed, as bench/run.py counts it)."""
+    with concurrent.futures.ThreadPoolExecutor(len(services)) as pool:
+        runs = [pool.submit(Driver(load_core=LOAD_CORE).run,
+                            [segment(service, secret, args, tag=tag)], watch=[service])
+                for service in services]
+        results = [run.result() for run in runs]
+    measured = []
+    for service, result in zip(services, results, strict=True):
+        [window] = result.segments
+        turns = max(1, int(window.get("all_turns") or 0))
+        measured.append((window, 1000 * result.cpu_s[service.name] / turns))
+    return measured
+
+
 def run_round(trees: list[Tree], workdir: Path, upstream: svc.Service,
               redis: list[svc.Service], args: argparse.Namespace, number: int) -> None:
-    """Every tree's gateway under its own load process, all at once; a gateway's CPU is
-    taken over its load process's life and divided by every turn it completed (as
-    bench/run.py does)."""
+    """Every tree's gateway under its own load process, all at once (``load_at_once``)."""
     secret = svc.new_secret()
     started: list[svc.Service] = []
     try:
@@ -112,15 +128,8 @@ def run_round(trees: list[Tree], workdir: Path, upstream: svc.Service,
             started.append(svc.start_chatgate(home, upstream, server, GATEWAY_CORE,
                                               jwt_secret=secret, source=tree.source,
                                               name=f"chatgate-{index}"))
-        with concurrent.futures.ThreadPoolExecutor(len(started)) as pool:
-            runs = [pool.submit(Driver(load_core=LOAD_CORE).run,
-                                [segment(service, secret, args)], watch=[service])
-                    for service in started]
-            measured = [run.result() for run in runs]
-        for tree, service, result in zip(trees, started, measured, strict=True):
-            [window] = result.segments
-            turns = max(1, int(window.get("all_turns") or 0))
-            cpu_ms = 1000 * result.cpu_s[service.name] / turns
+        for tree, service, (window, cpu_ms) in zip(
+                trees, started, load_at_once(started, secret, args), strict=True):
             tree.cpu_ms.append(cpu_ms)
             tree.errors += int(window.get("errors") or 0)
             peak_mib = procstat.peak_rss_bytes(service.pid) / 2**20

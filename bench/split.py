@@ -21,7 +21,6 @@ them alike.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import shlex
 import statistics
 import sys
@@ -32,8 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import services as svc
-from compare import segment
-from driver import Driver
+from compare import load_at_once
 from load import raise_fd_limit
 from run import GATEWAY_CORE, LOAD_CORE
 
@@ -61,19 +59,13 @@ class Subject:
 def measure(subjects: list[Subject], length: str, secret: str,
             args: argparse.Namespace) -> None:
     """Both gateways at once, each under its own load process, one answer length."""
-    with concurrent.futures.ThreadPoolExecutor(len(subjects)) as pool:
-        runs = [pool.submit(Driver(load_core=LOAD_CORE).run,
-                            [segment(s.service, secret, args, tag="split")],
-                            watch=[s.service]) for s in subjects]
-        results = [run.result() for run in runs]
-    for subject, result in zip(subjects, results, strict=True):
-        [measured] = result.segments
-        if measured.get("errors"):
-            raise SystemExit(f"{subject.name} failed {measured['errors']} turns: "
-                             f"{measured.get('error_samples')}")
-        turns = max(1, int(measured.get("all_turns") or 0))
-        subject.cpu_ms[length].append(1000 * result.cpu_s[subject.service.name] / turns)
-        subject.frames[length].append(float(measured.get("deltas_per_turn") or 0))
+    measured = load_at_once([s.service for s in subjects], secret, args, tag="split")
+    for subject, (window, cpu_ms) in zip(subjects, measured, strict=True):
+        if window.get("errors"):
+            raise SystemExit(f"{subject.name} failed {window['errors']} turns: "
+                             f"{window.get('error_samples')}")
+        subject.cpu_ms[length].append(cpu_ms)
+        subject.frames[length].append(float(window.get("deltas_per_turn") or 0))
 
 
 def main() -> int:
