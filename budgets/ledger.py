@@ -21,6 +21,8 @@ Key layout: :mod:`budgets.keys`; script contracts: ``budgets/lua/*.lua``.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -182,8 +184,9 @@ class BudgetLedger:
         """The scripts' one argument: A[1..3] of ``leases.lua``, then ``more``."""
         return [" ".join(map(str, (now_ms, MAX_RELEASE_PER_CALL, self._late_settle_s, *more)))]
 
-    async def reserve(self, req: ReservationRequest) -> Reserved | Refused:
-        """Reserve ``req.tokens`` on all four scopes, or refuse on the first that overflows.
+    def reserve(self, req: ReservationRequest) -> asyncio.Future[Reserved | Refused]:
+        """Reserve ``req.tokens`` on all four scopes, or refuse on the first that overflows
+        (a future: the script is queued at once).
 
         Asking again under a request id that holds a reservation answers that reservation
         (a retried call reserves once); under a settled or released one it raises
@@ -191,7 +194,7 @@ class BudgetLedger:
         """
         now, now_ms = self._now_ms()
         periods, keys, lim = Periods.at(now), BrandKeys.of(req.brand), req.limits
-        reply = await self._runner.run(
+        return self._runner.run(
             self._scripts.reserve,
             [keys.user_day(req.user_id, periods.day), keys.user_month(req.user_id, periods.month),
              keys.brand_month(periods.month), keys.conversation(req.conversation_id),
@@ -201,14 +204,7 @@ class BudgetLedger:
                           now_ms + self._lease_ms, periods.day_expire_at,
                           periods.month_expire_at, self._conversation_ttl_s, lim.alert_tokens,
                           req.least_tokens),
-        )
-        if isinstance(reply, int):
-            if reply < 0:
-                raise RequestIdReused(
-                    f"request id {req.request_id!r} was already settled or released")
-            return Reserved(request_id=req.request_id, tokens=reply)
-        scope, limit, committed = _text(reply).split()
-        return Refused(scope=SCOPES[int(scope) - 1], limit=int(limit), committed=int(committed))
+            convert=functools.partial(_reservation, req.request_id))
 
     async def settle(self, *, brand: str, request_id: str, actual_tokens: int,
                      cost_usd: float = 0.0) -> bool:
@@ -270,6 +266,16 @@ class BudgetLedger:
 def _brand_month(month: str, row: list[int]) -> BrandMonthUsage:
     return BrandMonthUsage(month=month, used=int(row[0]), reserved=int(row[1]),
                            cost_usd=micros_to_usd(int(row[2])), alerted=bool(int(row[3])))
+
+
+def _reservation(request_id: str, reply: int | bytes | str) -> Reserved | Refused:
+    """What ``reserve.lua`` answered (see its header)."""
+    if isinstance(reply, int):
+        if reply < 0:
+            raise RequestIdReused(f"request id {request_id!r} was already settled or released")
+        return Reserved(request_id=request_id, tokens=reply)
+    scope, limit, committed = _text(reply).split()
+    return Refused(scope=SCOPES[int(scope) - 1], limit=int(limit), committed=int(committed))
 
 
 def _text(reply: bytes | str) -> str:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from budgets import (
     BudgetLedger,
     BudgetLimits,
     RateLimiter,
     Refused,
     ReservationRequest,
+    Reserved,
 )
 from gateway.auth import Principal
 from gateway.config import Brand, Plan
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.gates import Admission
+from memory.pipelining import then
 from providers.usage import Usage
 
 _SCOPE_WORDS = {
@@ -44,21 +48,25 @@ class BudgetGate:
             raise RateLimited(f"too many requests: {who} over the request rate",
                               retry_after_ms=decision.retry_after_ms)
 
-    async def admit(self, principal: Principal, brand: Brand, plan: Plan, *,
-                    conversation_id: str, request_id: str, prompt_tokens: int,
-                    max_tokens: int) -> Admission:
+    def admit(self, principal: Principal, brand: Brand, plan: Plan, *,
+              conversation_id: str, request_id: str, prompt_tokens: int,
+              max_tokens: int) -> asyncio.Future[Admission]:
+        """A future: the reservation's script is queued at once."""
         # One script: the answer's share is cut down to what a limited conversation has
         # left (at least one token, so that a spent conversation is refused by name).
         wanted = prompt_tokens + max_tokens
-        result = await self._ledger.reserve(ReservationRequest(
+
+        def admitted(result: Reserved | Refused) -> Admission:
+            if isinstance(result, Refused):
+                raise _exceeded(result.scope)
+            return Admission(request_id=request_id, brand=brand.name,
+                             reserved_tokens=result.tokens,
+                             max_tokens=max(1, result.tokens - prompt_tokens))
+
+        return then(self._ledger.reserve(ReservationRequest(
             brand=brand.name, user_id=principal.user_id, conversation_id=conversation_id,
             request_id=request_id, tokens=wanted, least_tokens=min(wanted, prompt_tokens + 1),
-            limits=BudgetLimits.for_plan(plan, brand)))
-        if isinstance(result, Refused):
-            raise _exceeded(result.scope)
-        return Admission(request_id=request_id, brand=brand.name,
-                         reserved_tokens=result.tokens,
-                         max_tokens=max(1, result.tokens - prompt_tokens))
+            limits=BudgetLimits.for_plan(plan, brand))), admitted)
 
     async def settle(self, principal: Principal, admission: Admission, *, usage: Usage,
                      cost_usd: float) -> None:

@@ -6,6 +6,7 @@ the Redis Lua scripts.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,12 +30,13 @@ class TurnGate(Protocol):
         """Raise ``RateLimited`` when the user or the brand is over its request rate."""
         ...
 
-    async def admit(self, principal: Principal, brand: Brand, plan: Plan, *,
-                    conversation_id: str, request_id: str, prompt_tokens: int,
-                    max_tokens: int) -> Admission:
+    def admit(self, principal: Principal, brand: Brand, plan: Plan, *,
+              conversation_id: str, request_id: str, prompt_tokens: int,
+              max_tokens: int) -> Awaitable[Admission]:
         """Reserve prompt + max_tokens (the answer's share capped by what the conversation
         has left, at least one token) in every scope at once, or raise
-        ``BudgetExceeded`` naming the first scope that overflows."""
+        ``BudgetExceeded`` naming the first scope that overflows (a coroutine, or a future
+        of a call already made)."""
         ...
 
     async def settle(self, principal: Principal, admission: Admission, *, usage: Usage,

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -237,7 +237,7 @@ class ChatService:
                                        spec.model))
         # Record, settle and publish are independent: run together, their Redis calls
         # share a round trip. All of them finish before ``done``.
-        ending = [self._settle(state)]
+        ending: list[Awaitable[None]] = [self._settle(state)]
         if state.text:  # an empty (cancelled) answer is not history
             ending.append(self._record(state, turn.loaded, turn.plan))
         if lead is not None:
@@ -252,6 +252,8 @@ class ChatService:
                                       state.conversation_id)
 
     def _reserve(self, state: TurnState, turn: _TurnPlan) -> asyncio.Future[Admission]:
+        # A gate's coroutine becomes a task; a future (BudgetGate's: its script is queued
+        # already) is taken as it is.
         return asyncio.ensure_future(self._gate.admit(
             state.principal, turn.brand, turn.plan, conversation_id=state.conversation_id,
             request_id=state.request_id, prompt_tokens=turn.context.prompt_tokens,
@@ -476,7 +478,9 @@ class ChatService:
                 else:
                     state.snapshot = accumulate(event, state.snapshot)  # type: ignore[arg-type]
 
-    async def _record(self, state: TurnState, loaded: LoadedConversation, plan: Plan) -> None:
+    def _record(self, state: TurnState, loaded: LoadedConversation,
+                plan: Plan) -> asyncio.Future[None]:
+        """The finished turn into memory (a future: its calls are made at once)."""
         usage = self._usage(state)
         now = self._clock()
         turn = TurnRecord(
@@ -490,7 +494,7 @@ class ChatService:
             outcome=state.outcome, cached=state.cached, created_at=now,
             history_ttl_days=plan.history_ttl_days, archive=plan.archive,
             timings_ms=dict(state.timings))
-        await self._conversations.record(loaded, turn)
+        return self._conversations.record(loaded, turn)
 
     # --- endings ------------------------------------------------------------------------
 

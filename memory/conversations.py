@@ -9,12 +9,13 @@ the caller sends ``done``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from memory.hot import HotMemory, is_conversation_id, new_conversation_id
-from memory.pipelining import together
+from memory.pipelining import then
 from memory.records import StoredMessage, TurnRecord
 from memory.warm.base import HistoryStore
 
@@ -33,7 +34,7 @@ class LoadedConversation:
 class TurnJournal(Protocol):
     """Where finished turns go to become durable."""
 
-    async def append(self, turn: TurnRecord) -> None: ...
+    def append(self, turn: TurnRecord) -> Awaitable[object]: ...
 
 
 class ConversationStore:
@@ -80,9 +81,16 @@ class ConversationStore:
         return LoadedConversation(conversation_id, brand, user_id, messages, summary,
                                   rehydrated=True)
 
-    async def record(self, conversation: LoadedConversation, turn: TurnRecord) -> None:
+    def record(self, conversation: LoadedConversation,
+               turn: TurnRecord) -> asyncio.Future[None]:
+        """The turn into hot memory and into its journal: both calls are made at once
+        (independent: one Redis round trip, and no task for a pipelined journal); the
+        future is done when both are, or has the first error."""
         messages: Sequence[StoredMessage] = (turn.user_message, turn.assistant_message)
-        await together(  # independent: concurrent calls share one Redis round trip
-            self._hot.store(conversation.brand, conversation.conversation_id,
-                            conversation.owner, messages, touch_session=True),
-            self._journal.append(turn))
+        stored = self._hot.store(conversation.brand, conversation.conversation_id,
+                                 conversation.owner, messages, touch_session=True)
+        return then(asyncio.gather(stored, self._journal.append(turn)), _nothing)
+
+
+def _nothing(_: Any) -> None:
+    return None

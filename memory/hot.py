@@ -12,6 +12,7 @@ gateway (:func:`new_conversation_id`); anything else is rejected before touching
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
@@ -114,11 +115,12 @@ class HotMemory:
             messages=[StoredMessage.from_dict(orjson.loads(m)) for m in raw_messages],
         )
 
-    async def store(self, brand: str, conversation_id: str, owner: str,
-                    messages: Sequence[StoredMessage], *, summary: str | None = None,
-                    replace: bool = False, touch_session: bool = False) -> None:
+    def store(self, brand: str, conversation_id: str, owner: str,
+              messages: Sequence[StoredMessage], *, summary: str | None = None,
+              replace: bool = False, touch_session: bool = False) -> asyncio.Future[Any]:
         """Append ``messages`` (or replace the list, on rehydration) and slide the TTL; with
-        ``touch_session``, also mark this as the owner's current conversation (same trip)."""
+        ``touch_session``, also mark this as the owner's current conversation (same trip).
+        A future: the script is queued at once."""
         meta_key, msgs_key = self._keys(brand, conversation_id)
         keys = [meta_key, msgs_key]
         if touch_session:
@@ -126,7 +128,7 @@ class HotMemory:
         args: list[Any] = [owner, repr(self._clock()), self.ttl_s, self._max, int(replace),
                            int(summary is not None), summary or "", conversation_id]
         args += [orjson.dumps(m.to_dict()) for m in messages]
-        await self._pipeline.run(self._store, keys, args)
+        return self._pipeline.run(self._store, keys, args)
 
     async def set_summary(self, brand: str, conversation_id: str, summary: str) -> None:
         """Update a hot conversation's summary; never recreates one that expired or was

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from memory.cold.base import Archive
 from memory.persister import Outbox
 from memory.records import TurnRecord
@@ -19,8 +21,9 @@ class OutboxJournal:
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
 
-    async def append(self, turn: TurnRecord) -> None:
-        await self._outbox.append(turn)
+    def append(self, turn: TurnRecord) -> Awaitable[object]:
+        """The outbox entry, queued at once (its future shares the turn's round trip)."""
+        return self._outbox.append(turn)
 
 
 class DirectJournal:

@@ -74,11 +74,11 @@ class Outbox:
         self.stream = stream
         self.maxlen = maxlen
 
-    async def append(self, turn: TurnRecord) -> str:
-        """Append ``turn``; returns the entry id once Redis has it."""
-        entry_id = await self._pipeline.command("XADD", self.stream, "MAXLEN", "~",
-                                                self.maxlen, "*", FIELD, turn.to_json())
-        return _text(entry_id)
+    def append(self, turn: TurnRecord) -> asyncio.Future[str]:
+        """Append ``turn`` (queued at once); the future holds the entry id once Redis
+        has it."""
+        return self._pipeline.command("XADD", self.stream, "MAXLEN", "~", self.maxlen, "*",
+                                      FIELD, turn.to_json(), convert=_text)
 
 
 @dataclass(frozen=True, slots=True)

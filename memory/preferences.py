@@ -8,6 +8,7 @@ so answers cached under the old preferences are never served again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,6 +52,11 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _texts(raw: Mapping[Any, Any]) -> dict[str, str]:
+    """An ``HGETALL`` reply (bytes or text) as text."""
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
 class PreferenceStore:
     def __init__(self, redis: RedisClient, *, pipeline: AutoPipeline | None = None) -> None:
         self._redis = redis
@@ -60,9 +66,9 @@ class PreferenceStore:
     def _key(brand: str, user_id: str) -> str:
         return f"cg:{{{brand}}}:prefs:{user_key(user_id)}"
 
-    async def get(self, brand: str, user_id: str) -> dict[str, str]:
-        raw = await self._pipeline.command("HGETALL", self._key(brand, user_id))
-        return {_text(k): _text(v) for k, v in raw.items()}
+    def get(self, brand: str, user_id: str) -> asyncio.Future[dict[str, str]]:
+        """The user's preferences (a future: the read is queued at once)."""
+        return self._pipeline.command("HGETALL", self._key(brand, user_id), convert=_texts)
 
     async def replace(self, brand: str, user_id: str, prefs: Mapping[str, str]) -> bool:
         """Store ``prefs`` (replacing the old ones); True if anything changed."""

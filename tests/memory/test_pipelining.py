@@ -122,9 +122,8 @@ async def test_a_call_cancelled_before_it_left_is_not_sent(backend: Backend) -> 
     any_redis = backend.client
     runner = backend.pipeline()
     script = runner.register("return redis.call('INCR', KEYS[1])")
-    calls = [asyncio.ensure_future(runner.run(script, ["{t}:n"], [])) for _ in range(10)]
-    await asyncio.sleep(0)  # all ten are queued; the flusher has not run yet
-    calls[3].cancel()
+    calls = [runner.run(script, ["{t}:n"], []) for _ in range(10)]
+    calls[3].cancel()  # all ten are queued (when called); the flusher has not run yet
     done = await asyncio.gather(*calls, return_exceptions=True)
     assert isinstance(done[3], asyncio.CancelledError)
     assert sorted(d for d in done if isinstance(d, int)) == list(range(1, 10))

@@ -1,0 +1,147 @@
+"""Pipelined calls answered as futures: queued when made, their replies converted, and
+chained (``then``) without a task."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.exceptions import ResponseError
+
+from memory.pipelining import AutoPipeline, then
+from memory.redis_client import RedisClient, connect_pipeline_client
+
+
+@pytest.fixture
+async def pipeline_client(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = connect_pipeline_client(redis_url)
+    assert client is not None
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def writes(pipeline_client: RedisClient, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many writes the pipeline's connections make (one entry each)."""
+    made: list[int] = []
+    connection_class = pipeline_client.connection_pool.connection_class
+    send = connection_class.send_packed_command
+
+    async def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        made.append(1)
+        await send(self, command, check_health)
+
+    monkeypatch.setattr(connection_class, "send_packed_command", counting)
+    return made
+
+
+def _upper(reply: bytes) -> str:
+    return reply.decode().upper()
+
+
+def _refuse(reply: Any) -> Any:
+    raise ValueError(f"cannot read {reply!r}")
+
+
+async def test_calls_made_one_after_another_share_one_write_and_no_task_each(
+        pipeline_client: RedisClient, writes: list[int]) -> None:
+    pipeline = AutoPipeline(pipeline_client, hold_connection=True)
+    script = pipeline.register("return ARGV[1]")
+    await pipeline.run(script, [], ["loaded"])  # connected, the script known
+    writes.clear()
+    before = asyncio.all_tasks()
+    calls = [pipeline.command("ECHO", "a", convert=_upper), pipeline.run(script, [], ["b"]),
+             pipeline.command("ECHO", "c")]
+    made = asyncio.all_tasks() - before
+    assert len(made) == 1  # the flusher, and no task per call
+    assert not any(call.done() for call in calls)  # queued, not yet answered
+    assert [await call for call in calls] == ["A", b"b", b"c"]
+    assert len(writes) == 1
+
+
+async def test_a_task_started_with_the_first_call_still_joins_its_batch(
+        pipeline_client: RedisClient, writes: list[int]) -> None:
+    """The flusher lets the step that queued the first call start its other work first."""
+    pipeline = AutoPipeline(pipeline_client, hold_connection=True)
+    await pipeline.command("PING")
+    writes.clear()
+
+    async def echo_then_upper(text: str) -> str:
+        return _upper(await pipeline.command("ECHO", text))
+
+    early = pipeline.command("ECHO", "first")
+    late = asyncio.ensure_future(echo_then_upper("second"))
+    assert (await early, await late) == (b"first", "SECOND")
+    assert len(writes) == 1
+
+
+async def test_a_reply_is_converted_and_a_conversion_error_is_its_callers_alone(
+        any_redis: RedisClient) -> None:
+    pipeline = AutoPipeline(any_redis)
+    await any_redis.set("{t}:text", "not a number")
+    converted = pipeline.command("ECHO", "x", convert=_upper)
+    refused = pipeline.command("ECHO", "y", convert=_refuse)
+    failed = pipeline.command("INCR", "{t}:text", convert=_upper)  # an error: not converted
+    plain = pipeline.command("ECHO", "z")
+    assert await converted == "X"
+    with pytest.raises(ValueError, match="cannot read"):
+        await refused
+    with pytest.raises(ResponseError):
+        await failed
+    assert await plain == b"z"
+
+
+async def test_a_script_rerun_after_noscript_is_converted_too(redis_client: RedisClient) -> None:
+    pipeline = AutoPipeline(redis_client)
+    script = pipeline.register("return ARGV[1]")
+    await redis_client.script_flush()  # the server lost it: loaded, then rerun
+    assert await pipeline.run(script, [], ["again"], convert=_upper) == "AGAIN"
+
+
+async def test_without_pipelining_a_call_is_converted_as_well(redis_client: RedisClient) -> None:
+    """The path of a cluster client (its commands route per slot, so they are not
+    pipelined): each call runs on its own, converted the same way."""
+    pipeline = AutoPipeline(redis_client)
+    pipeline._pipelined = False
+    script = pipeline.register("return ARGV[1]")
+    assert await pipeline.run(script, [], ["s"], convert=_upper) == "S"
+    assert await pipeline.command("ECHO", "c", convert=_upper) == "C"
+    with pytest.raises(ValueError):
+        await pipeline.command("ECHO", "c", convert=_refuse)
+
+
+async def test_then_maps_a_result_and_passes_errors_on() -> None:
+    loop = asyncio.get_running_loop()
+    source: asyncio.Future[int] = loop.create_future()
+    doubled = then(source, lambda n: n * 2)
+    source.set_result(21)
+    assert await doubled == 42
+
+    source = loop.create_future()
+    mapped = then(source, lambda n: n)
+    source.set_exception(ResponseError("from the server"))
+    with pytest.raises(ResponseError):
+        await mapped
+
+    source = loop.create_future()
+    refused = then(source, _refuse)
+    source.set_result(1)
+    with pytest.raises(ValueError):
+        await refused
+
+
+async def test_then_passes_a_cancellation_both_ways(redis_client: RedisClient) -> None:
+    loop = asyncio.get_running_loop()
+    source: asyncio.Future[int] = loop.create_future()
+    mapped = then(source, lambda n: n)
+    source.cancel()
+    await asyncio.sleep(0)  # the callbacks run
+    assert mapped.cancelled()
+
+    pipeline = AutoPipeline(redis_client)
+    abandoned = then(pipeline.command("INCR", "{t}:n"), int)
+    abandoned.cancel()  # before the batch left: the call is dropped, never sent
+    assert await pipeline.command("INCR", "{t}:n") == 1
+    assert abandoned.cancelled()
