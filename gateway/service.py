@@ -40,7 +40,7 @@ from gateway.summaries import Summarizer
 from memory.context import AssembledContext, ContextTooLarge, assemble_context
 from memory.conversations import ConversationStore, LoadedConversation
 from memory.ids import random_hex
-from memory.pipelining import together
+from memory.pipelining import then, together
 from memory.preferences import PreferenceStore, preferences_prompt
 from memory.records import StoredMessage, TurnRecord
 from memory.response_cache import CachedAnswer, CacheKey, Flight, ResponseCache
@@ -240,8 +240,9 @@ class ChatService:
         ending: list[Awaitable[None]] = [self._settle(state)]
         if state.text:  # an empty (cancelled) answer is not history
             ending.append(self._record(state, turn.loaded, turn.plan))
-        if lead is not None:
-            ending.append(self._publish(state, turn, *lead))
+        publish = self._publish(state, turn, *lead) if lead is not None else None
+        if publish is not None:
+            ending.append(publish)
         for outcome in await together(*ending, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -345,13 +346,16 @@ class ChatService:
             if not (flight.future.done() and flight.future.result() is not None):
                 await self._cache.unlock(key)  # no answer was published (which unlocks)
 
-    async def _publish(self, state: TurnState, turn: _TurnPlan, key: CacheKey,
-                       flight: Flight) -> None:
-        """The leader stores a complete answer (before its ``done``) and wakes followers."""
-        if state.outcome == "stop" and state.text:
-            answer = CachedAnswer(state.text, state.provider, state.model, "stop")
-            await self._cache.publish(key, flight, answer, ttl_s=turn.brand.cache_ttl_s)
-            flight.future.set_result(answer)
+    def _publish(self, state: TurnState, turn: _TurnPlan, key: CacheKey,
+                 flight: Flight) -> asyncio.Future[None] | None:
+        """The leader stores a complete answer (before its ``done``), then wakes its
+        followers (a future: the script is queued at once); None for an answer that is
+        not cached (incomplete or empty)."""
+        if state.outcome != "stop" or not state.text:
+            return None
+        answer = CachedAnswer(state.text, state.provider, state.model, "stop")
+        stored = self._cache.publish(key, flight, answer, ttl_s=turn.brand.cache_ttl_s)
+        return then(stored, lambda _: flight.future.set_result(answer))
 
     async def _serve_cached(self, state: TurnState, sink: Sink, turn: _TurnPlan,
                             hit: CachedAnswer) -> None:

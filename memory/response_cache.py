@@ -186,14 +186,13 @@ class ResponseCache:
         """The answer cached under the current generations, if any (takes no lock)."""
         return (await self._look(key, 0))[1]
 
-    async def publish(self, key: CacheKey, flight: Flight, answer: CachedAnswer, *,
-                      ttl_s: int) -> bool:
+    def publish(self, key: CacheKey, flight: Flight, answer: CachedAnswer, *,
+                ttl_s: int) -> asyncio.Future[bool]:
         """Store a leader's answer (unless invalidated since its lookup) and release its
-        lock, in one round trip; True if stored."""
-        stored = await self._pipeline.run(
-            self._publish, key.script_keys,
-            [answer.to_json(), ttl_s, key.owner, flight.generations])
-        return bool(stored)
+        lock, in one round trip; True if stored (a future: the script is queued at once)."""
+        return self._pipeline.run(self._publish, key.script_keys,
+                                  [answer.to_json(), ttl_s, key.owner, flight.generations],
+                                  convert=bool)
 
     @asynccontextmanager
     async def flight(self, key: CacheKey) -> AsyncIterator[Flight]:
