@@ -25,6 +25,7 @@ import asyncio
 import functools
 import math
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,7 +34,7 @@ from budgets.keys import BrandKeys, Clock, Periods
 from budgets.pricing import micros_to_usd, usd_to_micros
 from budgets.scripts import LedgerScripts
 from gateway.config import UNLIMITED, Brand, Plan
-from memory.pipelining import AutoPipeline
+from memory.pipelining import AutoPipeline, then
 from memory.redis_client import RedisClient
 
 Scope = Literal["user_day", "user_month", "brand_month", "conversation"]
@@ -206,26 +207,35 @@ class BudgetLedger:
                           req.least_tokens),
             convert=functools.partial(_reservation, req.request_id))
 
-    async def settle(self, *, brand: str, request_id: str, actual_tokens: int,
-                     cost_usd: float = 0.0) -> bool:
+    def settle(self, *, brand: str, request_id: str, actual_tokens: int,
+               cost_usd: float = 0.0) -> asyncio.Future[bool]:
         """Replace the reservation with ``actual_tokens`` and add ``cost_usd`` to the brand.
 
         True if this call settled it; False if there was nothing to settle (settled
         already, unknown, or its record is gone). Reports a crossing of the brand's alert
-        level to the alert sink, once per brand and month.
+        level to the alert sink, once per brand and month, before it is done. A future:
+        the script is queued at once.
         """
         if actual_tokens < 0 or cost_usd < 0:
             raise ValueError("actual_tokens and cost_usd must be >= 0")
         _, now_ms = self._now_ms()
         keys = BrandKeys.of(brand)
-        reply = await self._runner.run(
+        reply = self._runner.run(
             self._scripts.settle, [keys.lease(request_id), keys.leases],
-            self._numbers(now_ms, actual_tokens, usd_to_micros(cost_usd), self._settled_ttl_s),
-        )
+            self._numbers(now_ms, actual_tokens, usd_to_micros(cost_usd), self._settled_ttl_s))
+        return then(reply, functools.partial(self._settled, brand))
+
+    def _settled(self, brand: str, reply: int | bytes | str) -> bool | Awaitable[bool]:
+        """What ``settle.lua`` answered; a crossing (rare) is reported first."""
         if isinstance(reply, int):
             return reply == 1
-        if self._alerts is not None:
-            await self._alerts.budget_alert(_alert_from_reply(brand, _text(reply)))
+        if self._alerts is None:
+            return True
+        return self._report(_alert_from_reply(brand, _text(reply)))
+
+    async def _report(self, alert: BudgetAlert) -> bool:
+        assert self._alerts is not None
+        await self._alerts.budget_alert(alert)
         return True
 
     async def conversation_remaining(self, brand: str, conversation_id: str, limit: int) -> int:

@@ -68,10 +68,11 @@ class BudgetGate:
             request_id=request_id, tokens=wanted, least_tokens=min(wanted, prompt_tokens + 1),
             limits=BudgetLimits.for_plan(plan, brand))), admitted)
 
-    async def settle(self, principal: Principal, admission: Admission, *, usage: Usage,
-                     cost_usd: float) -> None:
-        await self._ledger.settle(brand=admission.brand, request_id=admission.request_id,
-                                  actual_tokens=usage.total_tokens, cost_usd=cost_usd)
+    def settle(self, principal: Principal, admission: Admission, *, usage: Usage,
+               cost_usd: float) -> asyncio.Future[bool]:
+        """A future: the settlement's script is queued at once."""
+        return self._ledger.settle(brand=admission.brand, request_id=admission.request_id,
+                                   actual_tokens=usage.total_tokens, cost_usd=cost_usd)
 
 
 def _exceeded(scope: str) -> BudgetExceeded:

@@ -39,7 +39,8 @@ class TurnGate(Protocol):
         of a call already made)."""
         ...
 
-    async def settle(self, principal: Principal, admission: Admission, *, usage: Usage,
-                     cost_usd: float) -> None:
-        """Replace the reservation with the actual usage (idempotent per request id)."""
+    def settle(self, principal: Principal, admission: Admission, *, usage: Usage,
+               cost_usd: float) -> Awaitable[object]:
+        """Replace the reservation with the actual usage (idempotent per request id): a
+        coroutine, or a future of a call already made."""
         ...

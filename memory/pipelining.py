@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -306,12 +307,15 @@ class AutoPipeline:
                 f"Redis did not answer {what} within {self._timeout_s} s") from None
 
 
-def then(source: asyncio.Future[T], fn: Callable[[T], R]) -> asyncio.Future[R]:
-    """A future of ``fn(result)`` once ``source`` has its result, with no task between:
-    an error of ``source`` (or one ``fn`` raises) is the future's error, a cancellation of
-    ``source`` cancels it, and cancelling it cancels ``source`` (a pipelined call not yet
-    sent is then dropped)."""
+def then(source: asyncio.Future[T], fn: Callable[[T], R | Awaitable[R]]) -> asyncio.Future[R]:
+    """A future of ``fn(result)`` once ``source`` has its result, with no task between;
+    when ``fn`` answers an awaitable instead (a coroutine for a rare slow path), of what
+    that gives, awaited in a task of its own. An error of ``source`` (or one ``fn`` or its
+    awaitable raises) is the future's error, a cancellation of ``source`` cancels it, and
+    cancelling it cancels ``source`` (a pipelined call not yet sent is then dropped) and
+    the awaitable's task."""
     result: asyncio.Future[R] = source.get_loop().create_future()
+    follow: list[asyncio.Future[R]] = []  # the awaitable's task, when there is one
 
     def settled(done: asyncio.Future[T]) -> None:
         if result.done():
@@ -322,15 +326,34 @@ def then(source: asyncio.Future[T], fn: Callable[[T], R]) -> asyncio.Future[R]:
         error = done.exception()
         if error is None:
             try:
-                result.set_result(fn(done.result()))
-                return
+                value = fn(done.result())
             except Exception as exc:
                 error = exc
+            else:
+                if inspect.isawaitable(value):
+                    follow.append(asyncio.ensure_future(value))
+                    follow[0].add_done_callback(followed)
+                else:
+                    result.set_result(value)
+                return
         result.set_exception(error)
+
+    def followed(done: asyncio.Future[R]) -> None:
+        if result.done():
+            if not done.cancelled():
+                done.exception()  # seen: the caller has gone
+        elif done.cancelled():
+            result.cancel()
+        elif (error := done.exception()) is not None:
+            result.set_exception(error)
+        else:
+            result.set_result(done.result())
 
     def abandoned(done: asyncio.Future[R]) -> None:
         if done.cancelled():
             source.cancel()
+            for task in follow:
+                task.cancel()
 
     source.add_done_callback(settled)
     result.add_done_callback(abandoned)

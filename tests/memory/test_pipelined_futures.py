@@ -145,3 +145,48 @@ async def test_then_passes_a_cancellation_both_ways(redis_client: RedisClient) -
     abandoned.cancel()  # before the batch left: the call is dropped, never sent
     assert await pipeline.command("INCR", "{t}:n") == 1
     assert abandoned.cancelled()
+
+
+async def test_then_awaits_what_fn_answers_when_it_is_awaitable() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def slow_path(n: int) -> int:
+        await asyncio.sleep(0)
+        return n + 1
+
+    async def failing_path(n: int) -> int:
+        raise ValueError(f"no {n}")
+
+    source: asyncio.Future[int] = loop.create_future()
+    followed = then(source, slow_path)
+    source.set_result(1)
+    assert await followed == 2
+
+    source = loop.create_future()
+    failed = then(source, failing_path)
+    source.set_result(1)
+    with pytest.raises(ValueError, match="no 1"):
+        await failed
+
+
+async def test_cancelling_then_cancels_the_awaitable_it_waits_for() -> None:
+    loop = asyncio.get_running_loop()
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def waits(_: int) -> int:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 0
+
+    source: asyncio.Future[int] = loop.create_future()
+    followed = then(source, waits)
+    source.set_result(1)
+    await started.wait()
+    followed.cancel()
+    async with asyncio.timeout(5):
+        await cancelled.wait()
+    assert followed.cancelled()
