@@ -108,8 +108,9 @@ PARTS = [
     )),
     Part("persistence", "write-behind: the outbox entry, and so the persister's reads, "
                         "warm writes and acknowledgements", (
-        ("memory/conversations.py", "            self._journal.append(turn))",
-         "            __import__('asyncio').sleep(0))"),
+        ("memory/conversations.py",
+         "        return then(asyncio.gather(stored, self._journal.append(turn)), _nothing)",
+         "        return then(asyncio.gather(stored), _nothing)"),
     )),
     Part("sqlite", "the persister's SQL statements (its transaction and thread hop stay)", (
         ("memory/warm/sqlite.py",
@@ -119,9 +120,10 @@ PARTS = [
     )),
     Part("hot", "the hot-memory write of a finished turn", (
         ("memory/conversations.py",
-         """            self._hot.store(conversation.brand, conversation.conversation_id,
-                            conversation.owner, messages, touch_session=True),""",
-         "            __import__('asyncio').sleep(0),"),
+         """        stored = self._hot.store(conversation.brand, conversation.conversation_id,
+                                 conversation.owner, messages, touch_session=True)
+        return then(asyncio.gather(stored, self._journal.append(turn)), _nothing)""",
+         "        return then(asyncio.gather(self._journal.append(turn)), _nothing)"),
     )),
     Part("log", "the turn's log line", (
         ("gateway/service.py", '        log.info("turn", request_id',
