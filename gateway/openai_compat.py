@@ -112,14 +112,15 @@ class CompletionSink:
         data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
         return b"data: " + data + b"\n\n"
 
-    async def _write_delta(self, text: str) -> None:
+    def _delta_event(self, text: str) -> bytes:
         """``data: <chunk>`` of one content delta: the chunk's bytes around the text are the
-        same for the whole stream, so they are encoded once (what ``_chunk`` would give)."""
+        same for the whole stream, so they are encoded once (what ``_chunk`` would give).
+        Bytes, written by the caller: one coroutine fewer a delta."""
         if not self._delta_head:
             whole = orjson.dumps(self._chunk({"content": ""}, None))
             head, _, tail = whole.partition(b'"content":""')
             self._delta_head, self._delta_tail = b"data: " + head + b'"content":', tail + b"\n\n"
-        await self._send(self._delta_head + orjson.dumps(text) + self._delta_tail)
+        return self._delta_head + orjson.dumps(text) + self._delta_tail
 
     async def end(self) -> None:
         """End a streamed body, with everything held back (``done``'s or an error's events,
@@ -156,7 +157,7 @@ class CompletionSink:
                     self._held = b"data: " + role + b"\n\n"
             case DeltaFrame(text=text):
                 if self._stream:
-                    await self._write_delta(text)
+                    await self._send(self._delta_event(text))
                 else:
                     self.parts.append(text)
             case DoneFrame():
