@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from memory.hot import HotMemory, is_conversation_id, new_conversation_id
-from memory.pipelining import then
+from memory.pipelining import then, together
 from memory.records import StoredMessage, TurnRecord
 from memory.warm.base import HistoryStore
 
@@ -89,8 +89,16 @@ class ConversationStore:
         messages: Sequence[StoredMessage] = (turn.user_message, turn.assistant_message)
         stored = self._hot.store(conversation.brand, conversation.conversation_id,
                                  conversation.owner, messages, touch_session=True)
-        return then(asyncio.gather(stored, self._journal.append(turn)), _nothing)
+        journal = self._journal.append(turn)
+        if asyncio.isfuture(journal):  # a pipelined outbox entry: no task at all
+            return then(asyncio.gather(stored, journal), _nothing)
+        # A coroutine (DirectJournal): in a task that a cancel waits for, as together() does.
+        return asyncio.ensure_future(_both(stored, journal))
 
 
 def _nothing(_: Any) -> None:
     return None
+
+
+async def _both(stored: Awaitable[Any], journal: Awaitable[Any]) -> None:
+    await together(stored, journal)

@@ -139,7 +139,7 @@ class AutoPipeline:
         future, the call queued at once."""
         if not self._pipelined:
             return asyncio.ensure_future(
-                _converted(script(keys=list(keys), args=list(args)), convert))
+                _converted(lambda: script(keys=list(keys), args=list(args)), convert))
         return self._submit(_Call(script=script, keys=keys, args=args, convert=convert))
 
     def command(self, *args: Any,
@@ -149,7 +149,7 @@ class AutoPipeline:
         call queued at once."""
         if not self._pipelined:
             return asyncio.ensure_future(_converted(
-                self.redis.execute_command(*args), convert))  # type: ignore[no-untyped-call]
+                lambda: self.redis.execute_command(*args), convert))  # type: ignore[no-untyped-call]
         return self._submit(_Call(commands=(args,), convert=convert))
 
     async def group(self, commands: Sequence[Command]) -> list[Any]:
@@ -319,7 +319,9 @@ def then(source: asyncio.Future[T], fn: Callable[[T], R | Awaitable[R]]) -> asyn
     follow: list[asyncio.Future[R]] = []  # the awaitable's task, when there is one
 
     def settled(done: asyncio.Future[T]) -> None:
-        if result.done():
+        if result.done():  # the caller has gone: its source's error is seen, not logged
+            if not done.cancelled():
+                done.exception()
             return
         if done.cancelled():
             result.cancel()
@@ -361,8 +363,9 @@ def then(source: asyncio.Future[T], fn: Callable[[T], R | Awaitable[R]]) -> asyn
     return result
 
 
-async def _converted(awaitable: Awaitable[Any], convert: Callable[[Any], Any] | None) -> Any:
-    reply = await awaitable
+async def _converted(call: Callable[[], Awaitable[Any]],
+                     convert: Callable[[Any], Any] | None) -> Any:
+    reply = await call()
     return reply if convert is None else convert(reply)
 
 

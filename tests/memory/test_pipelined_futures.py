@@ -4,14 +4,22 @@ chained (``then``) without a task."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
 
-from memory.pipelining import AutoPipeline, then
+from memory.conversations import ConversationStore
+from memory.hot import HotMemory
+from memory.journal import OutboxJournal
+from memory.persister import Outbox
+from memory.pipelining import AutoPipeline, then, together
+from memory.records import TurnRecord
 from memory.redis_client import RedisClient, connect_pipeline_client
+from tests.memory.factories import make_turn
 
 
 @pytest.fixture
@@ -35,6 +43,21 @@ def writes(pipeline_client: RedisClient, monkeypatch: pytest.MonkeyPatch) -> lis
 
     monkeypatch.setattr(connection_class, "send_packed_command", counting)
     return made
+
+
+@pytest.fixture
+async def loop_reports() -> AsyncIterator[list[dict[str, Any]]]:
+    """What the event loop reports (an error nobody retrieved, when its future is freed)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    yield reported
+    loop.set_exception_handler(None)
+
+
+def _never_retrieved(reported: list[dict[str, Any]]) -> list[str]:
+    gc.collect()
+    return [str(c.get("message")) for c in reported if "never retrieved" in str(c.get("message"))]
 
 
 def _upper(reply: bytes) -> str:
@@ -98,6 +121,21 @@ async def test_a_script_rerun_after_noscript_is_converted_too(redis_client: Redi
     script = pipeline.register("return ARGV[1]")
     await redis_client.script_flush()  # the server lost it: loaded, then rerun
     assert await pipeline.run(script, [], ["again"], convert=_upper) == "AGAIN"
+
+
+async def test_without_pipelining_a_call_cancelled_at_once_leaves_nothing_unawaited(
+        redis_client: RedisClient) -> None:
+    pipeline = AutoPipeline(redis_client)
+    pipeline._pipelined = False  # the path of a cluster client
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call = pipeline.command("INCR", "{t}:n")
+        call.cancel()  # before its task has run at all
+        await asyncio.sleep(0.01)
+        del call
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    assert await redis_client.get("{t}:n") is None
 
 
 async def test_without_pipelining_a_call_is_converted_as_well(redis_client: RedisClient) -> None:
@@ -190,3 +228,58 @@ async def test_cancelling_then_cancels_the_awaitable_it_waits_for() -> None:
     async with asyncio.timeout(5):
         await cancelled.wait()
     assert followed.cancelled()
+
+
+async def test_a_record_abandoned_in_flight_leaves_no_error_unseen(
+        redis_client: RedisClient, loop_reports: list[dict[str, Any]]) -> None:
+    """The client goes away while the turn's record is on its way: its gathered calls are
+    cancelled, and nothing is reported as an error nobody looked at."""
+    pipeline = AutoPipeline(redis_client)
+    store = ConversationStore(HotMemory(redis_client, pipeline=pipeline),
+                              OutboxJournal(Outbox(redis_client, pipeline=pipeline)), None)
+    conversation = store.start("growain", "alice")
+
+    async def ending() -> None:
+        await together(asyncio.sleep(10), store.record(conversation,
+                                                       make_turn(conversation.conversation_id)))
+
+    task = asyncio.create_task(ending())
+    await asyncio.sleep(0)  # the record is queued, its batch not yet back
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(5):
+        await asyncio.sleep(0)
+    del task
+    assert not _never_retrieved(loop_reports)
+
+
+class _SlowJournal:
+    """A journal whose append is a coroutine (as DirectJournal's), slow to unwind."""
+
+    def __init__(self) -> None:
+        self.unwound = False
+
+    async def append(self, turn: TurnRecord) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # a write in a thread, finishing
+            self.unwound = True
+            raise
+
+
+async def test_cancelling_a_record_waits_for_a_journal_that_is_a_coroutine(
+        redis_client: RedisClient) -> None:
+    """As ``together`` promises: the caller's cancel goes on once the calls have unwound."""
+    journal = _SlowJournal()
+    store = ConversationStore(HotMemory(redis_client), journal, None)
+    conversation = store.start("growain", "alice")
+    task = asyncio.create_task(together(
+        asyncio.sleep(10), store.record(conversation, make_turn(conversation.conversation_id)),
+        return_exceptions=True))
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert journal.unwound
