@@ -1,14 +1,17 @@
-"""Backends for the memory contract tests: moto over real HTTP, SQLite, files, Redis."""
+"""Backends for the memory contract tests: moto over real HTTP, SQLite, files, Redis;
+the runtime's pipeline client, its writes counted."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from moto.server import ThreadedMotoServer
 
 from memory.cold import Archive, open_archive
+from memory.redis_client import RedisClient, connect_pipeline_client
 from memory.warm import HistoryStore, open_history
 from tests.memory.factories import FakeClock
 from tests.redis_server import free_port
@@ -84,3 +87,27 @@ async def archive(request: pytest.FixtureRequest,
     await store.ensure_bucket()
     yield store
     await store.aclose()
+
+
+@pytest.fixture
+async def pipeline_client(redis_url: str) -> AsyncIterator[RedisClient]:
+    """The runtime's pipeline client of the test's Redis server."""
+    client = connect_pipeline_client(redis_url)
+    assert client is not None
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def writes(pipeline_client: RedisClient, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many writes the pipeline's connections make (one entry each)."""
+    made: list[int] = []
+    connection_class = pipeline_client.connection_pool.connection_class
+    send = connection_class.send_packed_command
+
+    async def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        made.append(1)
+        await send(self, command, check_health)
+
+    monkeypatch.setattr(connection_class, "send_packed_command", counting)
+    return made

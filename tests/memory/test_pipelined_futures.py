@@ -18,31 +18,8 @@ from memory.journal import OutboxJournal
 from memory.persister import Outbox
 from memory.pipelining import AutoPipeline, then, together
 from memory.records import TurnRecord
-from memory.redis_client import RedisClient, connect_pipeline_client
+from memory.redis_client import RedisClient
 from tests.memory.factories import make_turn
-
-
-@pytest.fixture
-async def pipeline_client(redis_url: str) -> AsyncIterator[RedisClient]:
-    client = connect_pipeline_client(redis_url)
-    assert client is not None
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def writes(pipeline_client: RedisClient, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many writes the pipeline's connections make (one entry each)."""
-    made: list[int] = []
-    connection_class = pipeline_client.connection_pool.connection_class
-    send = connection_class.send_packed_command
-
-    async def counting(self: Any, command: Any, check_health: bool = True) -> None:
-        made.append(1)
-        await send(self, command, check_health)
-
-    monkeypatch.setattr(connection_class, "send_packed_command", counting)
-    return made
 
 
 @pytest.fixture

@@ -6,37 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
 
 from memory.pipelining import AutoPipeline, together
-from memory.redis_client import RedisClient, connect_pipeline_client
-
-
-@pytest.fixture
-async def pipeline_client(redis_url: str) -> AsyncIterator[RedisClient]:
-    client = connect_pipeline_client(redis_url)
-    assert client is not None
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def writes(pipeline_client: RedisClient, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many writes the pipeline's connections make (one entry each)."""
-    made: list[int] = []
-    connection_class = pipeline_client.connection_pool.connection_class
-    send = connection_class.send_packed_command
-
-    async def counting(self: Any, command: Any, check_health: bool = True) -> None:
-        made.append(1)
-        await send(self, command, check_health)
-
-    monkeypatch.setattr(connection_class, "send_packed_command", counting)
-    return made
+from memory.redis_client import RedisClient
 
 
 async def _echo_upper(pipeline: AutoPipeline, text: str) -> str:
