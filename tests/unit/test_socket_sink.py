@@ -214,7 +214,8 @@ async def test_a_send_to_a_closed_socket_raises_sink_closed() -> None:
 
 
 @pytest.mark.parametrize("error", [ConnectionResetError("Cannot write to closing transport"),
-                                   RuntimeError("Call .prepare() first")])
+                                   RuntimeError("Call .prepare() first"),
+                                   ValueError("a fault nobody expected")])
 async def test_a_broken_socket_raises_sink_closed_and_releases_everyone(error: Exception
                                                                        ) -> None:
     ws = FakeSocket()
