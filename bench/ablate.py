@@ -109,8 +109,8 @@ PARTS = [
     Part("persistence", "write-behind: the outbox entry, and so the persister's reads, "
                         "warm writes and acknowledgements", (
         ("memory/conversations.py",
-         "        return then(asyncio.gather(stored, self._journal.append(turn)), _nothing)",
-         "        return then(asyncio.gather(stored), _nothing)"),
+         "            return then(asyncio.gather(stored, journal), _nothing)",
+         "            return then(asyncio.gather(stored), _nothing)"),
     )),
     Part("sqlite", "the persister's SQL statements (its transaction and thread hop stay)", (
         ("memory/warm/sqlite.py",
@@ -120,10 +120,9 @@ PARTS = [
     )),
     Part("hot", "the hot-memory write of a finished turn", (
         ("memory/conversations.py",
-         """        stored = self._hot.store(conversation.brand, conversation.conversation_id,
-                                 conversation.owner, messages, touch_session=True)
-        return then(asyncio.gather(stored, self._journal.append(turn)), _nothing)""",
-         "        return then(asyncio.gather(self._journal.append(turn)), _nothing)"),
+         """            return then(asyncio.gather(stored, journal), _nothing)""",
+         """            stored.cancel()  # never sent: its batch has not left
+            return then(asyncio.gather(journal), _nothing)"""),
     )),
     Part("log", "the turn's log line", (
         ("gateway/service.py", '        log.info("turn", request_id',

@@ -231,12 +231,7 @@ class BudgetLedger:
             return reply == 1
         if self._alerts is None:
             return True
-        return self._report(_alert_from_reply(brand, _text(reply)))
-
-    async def _report(self, alert: BudgetAlert) -> bool:
-        assert self._alerts is not None
-        await self._alerts.budget_alert(alert)
-        return True
+        return _report(self._alerts, _alert_from_reply(brand, _text(reply)))
 
     async def conversation_remaining(self, brand: str, conversation_id: str, limit: int) -> int:
         """Tokens the conversation has left: ``limit - used - reserved``, at least 0;
@@ -276,6 +271,11 @@ class BudgetLedger:
 def _brand_month(month: str, row: list[int]) -> BrandMonthUsage:
     return BrandMonthUsage(month=month, used=int(row[0]), reserved=int(row[1]),
                            cost_usd=micros_to_usd(int(row[2])), alerted=bool(int(row[3])))
+
+
+async def _report(alerts: AlertSink, alert: BudgetAlert) -> bool:
+    await alerts.budget_alert(alert)
+    return True
 
 
 def _reservation(request_id: str, reply: int | bytes | str) -> Reserved | Refused:

@@ -240,8 +240,7 @@ class ChatService:
         ending: list[Awaitable[None]] = [self._settle(state)]
         if state.text:  # an empty (cancelled) answer is not history
             ending.append(self._record(state, turn.loaded, turn.plan))
-        publish = self._publish(state, turn, *lead) if lead is not None else None
-        if publish is not None:
+        if lead is not None and (publish := self._publish(state, turn, *lead)) is not None:
             ending.append(publish)
         for outcome in await together(*ending, return_exceptions=True):
             if isinstance(outcome, BaseException):

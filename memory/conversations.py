@@ -32,7 +32,8 @@ class LoadedConversation:
 
 
 class TurnJournal(Protocol):
-    """Where finished turns go to become durable."""
+    """Where finished turns go to become durable. ``append`` answers a future when its
+    call is already made (joined with no task of its own), else a coroutine."""
 
     def append(self, turn: TurnRecord) -> Awaitable[object]: ...
 

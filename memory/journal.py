@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
 
 from memory.cold.base import Archive
 from memory.persister import Outbox
@@ -21,7 +21,7 @@ class OutboxJournal:
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
 
-    def append(self, turn: TurnRecord) -> Awaitable[object]:
+    def append(self, turn: TurnRecord) -> asyncio.Future[str]:
         """The outbox entry, queued at once (its future shares the turn's round trip)."""
         return self._outbox.append(turn)
 

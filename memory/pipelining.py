@@ -45,9 +45,9 @@ call's ``convert``, if any, when it comes). So calls made one after another befo
 caller awaits any of them share a round trip with no task of their own, as do wrappers
 that answer such a future (chained with :func:`then`) instead of awaiting it in a
 coroutine. A turn's preference read, reservation, settle, record with its journal entry
-and cache publish are such wrappers: each ran in a task of its own so that its calls could
-share a round trip (3.9 tasks a turn where there were 9.8, 0.91x the CPU per turn:
-bench/README.md).
+(a pipelined journal's) and cache publish are such wrappers: each ran in a task of its own
+so that its calls could share a round trip (3.9 tasks a turn where there were 9.8, 0.92x
+the CPU per turn: bench/README.md).
 """
 
 from __future__ import annotations
@@ -103,7 +103,10 @@ class _Call:
                 outcome = self.convert(outcome)
             except Exception as exc:
                 outcome = exc
-        _resolve(self.reply, outcome)
+        if isinstance(outcome, BaseException):
+            self.reply.set_exception(outcome)
+        else:
+            self.reply.set_result(outcome)
 
 
 class AutoPipeline:
@@ -320,8 +323,7 @@ def then(source: asyncio.Future[T], fn: Callable[[T], R | Awaitable[R]]) -> asyn
 
     def settled(done: asyncio.Future[T]) -> None:
         if result.done():  # the caller has gone: its source's error is seen, not logged
-            if not done.cancelled():
-                done.exception()
+            _retrieve(done)
             return
         if done.cancelled():
             result.cancel()
@@ -343,8 +345,7 @@ def then(source: asyncio.Future[T], fn: Callable[[T], R | Awaitable[R]]) -> asyn
 
     def followed(done: asyncio.Future[R]) -> None:
         if result.done():
-            if not done.cancelled():
-                done.exception()  # seen: the caller has gone
+            _retrieve(done)  # seen: the caller has gone
         elif done.cancelled():
             result.cancel()
         elif (error := done.exception()) is not None:
@@ -435,7 +436,8 @@ def _retrieve_later(tasks: Sequence[asyncio.Future[Any]]) -> None:
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Mark a task's error as seen (its caller has raised another)."""
+    """Mark a task's (or a future's) error as seen: its caller has raised another, or
+    has gone."""
     if not task.cancelled():
         task.exception()
 
@@ -460,12 +462,3 @@ async def _reopen_if_closed(connection: AbstractConnection, *, probe: bool) -> N
         stale = True
     if stale:
         await connection.disconnect(nowait=True)
-
-
-def _resolve(reply: asyncio.Future[Any], outcome: Any) -> None:
-    if reply.done():  # the caller was cancelled; the call ran (or failed) regardless
-        return
-    if isinstance(outcome, BaseException):
-        reply.set_exception(outcome)
-    else:
-        reply.set_result(outcome)

@@ -87,7 +87,6 @@ async def test_the_clients_cancel_ends_the_stream_and_the_turn_goes_on() -> None
     control.cancel()
     await task  # returns: the turn's ending runs next
     assert state.outcome == "cancelled" and stream.closed
-    assert task.cancelling() == 0  # its own cancel was withdrawn
 
 
 async def test_a_cancel_from_outside_propagates() -> None:
@@ -106,15 +105,3 @@ async def test_a_cancel_from_outside_with_the_clients_still_propagates() -> None
     with pytest.raises(asyncio.CancelledError):
         await task
     assert stream.closed
-
-
-async def test_a_cancel_after_the_stream_ended_changes_nothing() -> None:
-    control = TurnControl()
-    service, state = ChatService.__new__(ChatService), _turn()
-
-    async def short() -> AsyncIterator[object]:
-        yield TextDelta("whole answer")
-
-    await service._stream(state, _Sink(), control, short())
-    control.cancel()  # the hook is gone with the stream
-    assert state.outcome == "stop"
