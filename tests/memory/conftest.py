@@ -3,8 +3,10 @@ the runtime's pipeline client, its writes counted."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -111,3 +113,20 @@ def writes(pipeline_client: RedisClient, monkeypatch: pytest.MonkeyPatch) -> lis
 
     monkeypatch.setattr(connection_class, "send_packed_command", counting)
     return made
+
+
+@pytest.fixture
+async def unretrieved() -> AsyncIterator[Callable[[], list[str]]]:
+    """The errors nobody retrieved that the event loop has reported so far (collected
+    first: an error is reported when its future is freed)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+
+    def messages() -> list[str]:
+        gc.collect()
+        return [str(c.get("message")) for c in reported
+                if "never retrieved" in str(c.get("message"))]
+
+    yield messages
+    loop.set_exception_handler(None)

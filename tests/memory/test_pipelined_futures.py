@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,21 +20,6 @@ from memory.pipelining import AutoPipeline, then, together
 from memory.records import TurnRecord
 from memory.redis_client import RedisClient
 from tests.memory.factories import make_turn
-
-
-@pytest.fixture
-async def loop_reports() -> AsyncIterator[list[dict[str, Any]]]:
-    """What the event loop reports (an error nobody retrieved, when its future is freed)."""
-    loop = asyncio.get_running_loop()
-    reported: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _, context: reported.append(context))
-    yield reported
-    loop.set_exception_handler(None)
-
-
-def _never_retrieved(reported: list[dict[str, Any]]) -> list[str]:
-    gc.collect()
-    return [str(c.get("message")) for c in reported if "never retrieved" in str(c.get("message"))]
 
 
 def _upper(reply: bytes) -> str:
@@ -208,7 +193,7 @@ async def test_cancelling_then_cancels_the_awaitable_it_waits_for() -> None:
 
 
 async def test_a_record_abandoned_in_flight_leaves_no_error_unseen(
-        redis_client: RedisClient, loop_reports: list[dict[str, Any]]) -> None:
+        redis_client: RedisClient, unretrieved: Callable[[], list[str]]) -> None:
     """The client goes away while the turn's record is on its way: its gathered calls are
     cancelled, and nothing is reported as an error nobody looked at."""
     pipeline = AutoPipeline(redis_client)
@@ -228,7 +213,7 @@ async def test_a_record_abandoned_in_flight_leaves_no_error_unseen(
     for _ in range(5):
         await asyncio.sleep(0)
     del task
-    assert not _never_retrieved(loop_reports)
+    assert not unretrieved()
 
 
 class _SlowJournal:
