@@ -10,7 +10,7 @@ per request id; actual usage above the reservation is recorded in full, so ``use
 then exceed a limit by that overrun and later reservations on that scope are refused.
 
 A reservation not settled within its lease is given back by the scripts themselves:
-every reserve, settle and read first releases the brand's expired leases. A settle that
+every reserve and read first releases the brand's expired leases. A settle that
 arrives after its lease ran out still records the actual usage, exactly once, as long as
 it comes within ``late_settle_s``. Usage is billed in the periods the reservation was
 made in: reserved on Nov 30 23:59 UTC and settled on Dec 1, it counts for November.
@@ -181,9 +181,9 @@ class BudgetLedger:
         now = self._clock()
         return now, int(now * 1000)
 
-    def _numbers(self, now_ms: int, *more: int) -> list[str]:
-        """The scripts' one argument: A[1..3] of ``leases.lua``, then ``more``."""
-        return [" ".join(map(str, (now_ms, MAX_RELEASE_PER_CALL, self._late_settle_s, *more)))]
+    def _numbers(self, now_ms: int, *more: int) -> list[int]:
+        """The scripts' arguments: A[1..3] of ``leases.lua``, then ``more``."""
+        return [now_ms, MAX_RELEASE_PER_CALL, self._late_settle_s, *more]
 
     def reserve(self, req: ReservationRequest) -> asyncio.Future[Reserved | Refused]:
         """Reserve ``req.tokens`` on all four scopes, or refuse on the first that overflows

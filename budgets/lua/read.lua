@@ -1,6 +1,6 @@
 -- Read scope keys after releasing expired leases, so readers see honest figures.
 -- KEYS[1] the brand's leases ZSET  KEYS[2..n] scope keys (HASH)
--- ARGV[1] the integers A[1..3] of leases.lua
+-- ARGV: the integers A[1..3] of leases.lua
 -- Returns one {used, reserved, cost_micros, alerted} per scope key, in KEYS order.
 release_expired(KEYS[1])
 

@@ -1,7 +1,7 @@
 -- Reserve tokens on four scopes at once, all or nothing.
 -- KEYS[1] user day  KEYS[2] user month  KEYS[3] brand month  KEYS[4] conversation
 -- KEYS[5] the brand's leases ZSET  KEYS[6] this request's lease record
--- ARGV[1] the integers A[1..14]:
+-- ARGV: the integers A[1..14]:
 --   A[1..3] as in leases.lua
 --   A[4] tokens to reserve
 --   A[5..8] limits of KEYS[1..4] in tokens, -1 unlimited
@@ -33,6 +33,7 @@ if least > 0 and conversation_limit >= 0 then
   local left = conversation_limit - num(r[1]) - num(r[2])
   tokens = math.max(least, math.min(tokens, left))
 end
+local absent = {}  -- per limited scope: its key did not exist (nil: not read)
 for i = 1, 4 do
   local limit = tonumber(A[4 + i])
   if limit >= 0 then
@@ -41,15 +42,21 @@ for i = 1, 4 do
     if committed + tokens > limit then
       return string.format('%d %d %d', i, limit, committed)
     end
+    absent[i] = not r[1] and not r[2]
   end
 end
 
--- A scope key gets its TTL when nothing was reserved on it before (it may be new);
--- a key with reservations outstanding has had its TTL set already.
+-- A period key gets its TTL when it is new: a key read above as present has had it set
+-- (every script that creates a scope key sets its TTL in the same call); one not read
+-- may be new when nothing was reserved on it before. The conversation's TTL slides: set
+-- again whenever nothing else is in flight on it.
 local expiry = {A[10], A[11], A[11]}
 for i = 1, 4 do
-  if redis.call('HINCRBY', KEYS[i], 'reserved', tokens) == tokens then
-    if i < 4 then expire_at(KEYS[i], expiry[i]) else redis.call('EXPIRE', KEYS[4], A[12]) end
+  local reserved = redis.call('HINCRBY', KEYS[i], 'reserved', tokens)
+  if i == 4 then
+    if reserved == tokens then redis.call('EXPIRE', KEYS[4], A[12]) end
+  elseif absent[i] or (absent[i] == nil and reserved == tokens) then
+    expire_at(KEYS[i], expiry[i])
   end
 end
 redis.call('SET', KEYS[6], table.concat({'r', tokens, KEYS[1], KEYS[2], KEYS[3], KEYS[4],

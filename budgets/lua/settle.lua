@@ -1,6 +1,6 @@
 -- Replace a reservation with the actual usage, once per request id.
 -- KEYS[1] the request's lease record  KEYS[2] the brand's leases ZSET
--- ARGV[1] the integers A[1..6]:
+-- ARGV: the integers A[1..6]:
 --   A[1..3] as in leases.lua
 --   A[4] actual tokens  A[5] cost in micro-dollars  A[6] TTL (s) of the settled marker
 -- Usage lands in the periods the reservation was made in (its record names the keys),
@@ -11,8 +11,8 @@
 -- Returns (compact): 0 nothing to settle (unknown, settled already, or record gone),
 --   1 settled, or, when this settle crossed the alert level, the string
 --   'used alert_level brand_limit cost_micros brand_month_key' of the brand month.
-release_expired(KEYS[2])
-
+-- Other leases that ran out are released by the next reserve or read: those are the
+-- calls whose answers depend on them (a settle of its own lease handles either state).
 local r = read_lease(KEYS[1])
 if not r or (r[1] ~= 'r' and r[1] ~= 'x') then return 0 end
 if r[1] == 'r' then redis.call('ZREM', KEYS[2], KEYS[1]) end
