@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+M = TypeVar("M", Counter, Histogram)
+MAX_SERIES = 4096
+"""Labelled series a :class:`Metrics` remembers (beyond that, each use looks its own up)."""
 QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropic",
                  "botocore", "aiobotocore")
 
@@ -83,3 +86,16 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
         self.connections = Counter("chatgate_ws_connections", "WebSocket connections opened",
                                    ["brand"], registry=r)
+        self._series: dict[tuple[Counter | Histogram, tuple[str, ...]], Any] = {}
+
+    def series(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, looked up once: prometheus_client checks the labels,
+        builds their tuple and takes a lock on every ``labels()`` call, and a turn makes
+        seven. Label values are a brand and a finite set (outcomes, codes, kinds)."""
+        key = (metric, labels)
+        child = self._series.get(key)
+        if child is None:
+            child = metric.labels(*labels)
+            if len(self._series) < MAX_SERIES:
+                self._series[key] = child
+        return child

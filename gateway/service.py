@@ -329,7 +329,8 @@ class ChatService:
                     return
                 self._release_unused(state.principal, reserve)
                 flight.future.set_result(hit)
-        self._metrics.cache.labels(turn.brand.name, "hit" if hit else "miss").inc()
+        self._metrics.series(self._metrics.cache, turn.brand.name,
+                            "hit" if hit else "miss").inc()
         if hit is None:  # the leader failed: answer this one ourselves, uncached
             await self._answer(state, sink, control, turn)
         else:
@@ -338,7 +339,7 @@ class ChatService:
     async def _lead(self, state: TurnState, sink: Sink, control: TurnControl,
                     turn: _TurnPlan, key: CacheKey, flight: Flight,
                     reserve: asyncio.Future[Admission]) -> None:
-        self._metrics.cache.labels(turn.brand.name, "miss").inc()
+        self._metrics.series(self._metrics.cache, turn.brand.name, "miss").inc()
         try:
             await self._answer(state, sink, control, turn, (key, flight), reserve)
         finally:
@@ -547,7 +548,8 @@ class ChatService:
     async def _fail(self, state: TurnState, sink: Sink, error: GatewayError) -> None:
         state.outcome = error.code
         if state.admission is None:
-            self._metrics.refusals.labels(state.principal.brand, error.code).inc()
+            self._metrics.series(self._metrics.refusals, state.principal.brand,
+                                 error.code).inc()
         extra = dict(error.extra)
         if state.conversation_id and not state.new_conversation:
             extra.setdefault("conversation_id", state.conversation_id)
@@ -577,18 +579,21 @@ class ChatService:
             return
         state.settled = True
         brand = state.principal.brand
-        self._metrics.tokens.labels(brand, "prompt").inc(usage.prompt_tokens)
-        self._metrics.tokens.labels(brand, "completion").inc(usage.completion_tokens)
-        self._metrics.cost.labels(brand).inc(cost)
+        metrics = self._metrics
+        metrics.series(metrics.tokens, brand, "prompt").inc(usage.prompt_tokens)
+        metrics.series(metrics.tokens, brand, "completion").inc(usage.completion_tokens)
+        metrics.series(metrics.cost, brand).inc(cost)
 
     def _log(self, state: TurnState) -> None:
         usage = self._usage(state) if state.admission else Usage(0, 0)
         brand = state.principal.brand
-        self._metrics.turns.labels(brand, state.outcome).inc()
+        metrics = self._metrics
+        metrics.series(metrics.turns, brand, state.outcome).inc()
         if "first_token" in state.timings:
-            self._metrics.first_token.labels(brand).observe(state.timings["first_token"] / 1000)
+            metrics.series(metrics.first_token, brand).observe(
+                state.timings["first_token"] / 1000)
         total = (time.perf_counter() - state.started_at)
-        self._metrics.turn_seconds.labels(brand).observe(total)
+        metrics.series(metrics.turn_seconds, brand).observe(total)
         log.info("turn", request_id=state.request_id, brand=brand,
                  user=state.principal.user_id, plan=state.principal.plan,
                  conversation_id=state.conversation_id or None, provider=state.provider or None,

@@ -6,6 +6,10 @@ import subprocess
 import sys
 
 import orjson
+import pytest
+
+from gateway import observability
+from gateway.observability import Metrics
 
 SCRIPT = """
 import logging, structlog
@@ -55,3 +59,24 @@ def test_json_lines_when_stderr_has_no_binary_buffer() -> None:
     [line] = done.stderr.decode().splitlines()
     assert orjson.loads(line) == {**orjson.loads(line), "event": "turn", "n": 1,
                                   "level": "info"}
+
+
+def test_a_series_is_looked_up_once_and_counts_as_labels_would() -> None:
+    metrics = Metrics()
+    first = metrics.series(metrics.turns, "growain", "stop")
+    assert metrics.series(metrics.turns, "growain", "stop") is first
+    assert metrics.series(metrics.turns, "growain", "length") is not first
+    assert metrics.series(metrics.tokens, "growain", "stop") is not first  # another metric
+    first.inc()
+    metrics.series(metrics.turns, "growain", "stop").inc(2)
+    assert metrics.registry.get_sample_value(
+        "chatgate_turns_total", {"brand": "growain", "outcome": "stop"}) == 3.0
+
+
+def test_series_beyond_the_remembered_number_still_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(observability, "MAX_SERIES", 2)
+    metrics = Metrics()
+    for outcome in ("stop", "length", "error", "error"):
+        metrics.series(metrics.turns, "growain", outcome).inc()
+    assert metrics.registry.get_sample_value(
+        "chatgate_turns_total", {"brand": "growain", "outcome": "error"}) == 2.0
