@@ -30,6 +30,7 @@ never has the server drop a live period's key.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,16 +38,18 @@ from functools import lru_cache
 from urllib.parse import quote
 
 PERIOD_MARGIN_S = 7 * 24 * 3600
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")  # what quote(safe="") leaves as it is
 
 Clock = Callable[[], float]
 """Epoch seconds now; ``time.time`` in production, a hand-moved clock in tests."""
 
 
 def encode_part(text: str) -> str:
-    """Percent-encode a free-form id so it stays inside its key segment. Letters and
-    digits alone (request and conversation ids, most user ids) are their own encoding:
-    returned as they are, without passing through, or filling, the cache of the others."""
-    if text.isascii() and text.isalnum():
+    """Percent-encode a free-form id so it stays inside its key segment. An id of
+    unreserved characters alone (letters, digits, ``_.-~``: request and conversation ids,
+    most user ids) is its own encoding: returned as it is, without passing through, or
+    filling, the cache of the others."""
+    if text.isascii() and (text.isalnum() or _UNRESERVED.fullmatch(text)):
         return text
     return _quoted(text)
 

@@ -71,8 +71,8 @@ def test_periods_are_utc(moment: float, day: str, month: str, day_end: float,
 
 
 @pytest.mark.parametrize("some_id", [*HOSTILE_IDS, "abc123", "0f" * 16, "User42", "é", "١٢",
-                                     "ｆｕｌｌ", "a_b", "a-b.c~d", "", "ß"])
+                                     "ｆｕｌｌ", "a_b", "a-b.c~d", "a-b\n", "", "ß"])
 def test_encoding_is_quote_with_nothing_safe(some_id: str) -> None:
-    """Letters and digits returned as they are (the fast path) are exactly what
+    """Unreserved characters returned as they are (the fast path) are exactly what
     percent-encoding makes of them; non-ASCII letters and digits still get encoded."""
     assert encode_part(some_id) == quote(some_id, safe="")
