@@ -465,10 +465,23 @@ async def test_a_probe_without_answer_reopens_the_connection(
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("direct", [True, False], ids=["from the reader", "via the connection"])
 async def test_a_batch_of_replies_larger_than_one_read_comes_back_whole(
-        redis_url: str, protocol: int) -> None:
+        redis_url: str, protocol: int, direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch whose replies span many socket reads, with an error reply inside, comes
-    back in order, on RESP2 and on RESP3 (redis-py 8's default)."""
+    back in order, on RESP2 and on RESP3 (redis-py 8's default); read from redis-py's
+    hiredis reader directly, or, for a parser it does not know, through the connection."""
+    if not direct:
+        monkeypatch.setattr(pipelining, "_AsyncHiredisParser", type("Other", (), {}))
+    taken = 0
+    reply = pipelining._reply
+
+    async def counted(*args: Any) -> Any:
+        nonlocal taken
+        taken += 1
+        return await reply(*args)
+
+    monkeypatch.setattr(pipelining, "_reply", counted)
     async with pipeline_on(f"{redis_url}?protocol={protocol}",
                            hold_connection=True) as (client, pipeline):
         await client.set("{t}:text", "not a number")
@@ -479,6 +492,7 @@ async def test_a_batch_of_replies_larger_than_one_read_comes_back_whole(
         assert isinstance(replies.pop(20), ResponseError)
         assert replies == [text.encode() for text in big]
         assert await pipeline.command("HGETALL", "{t}:none") == {}  # callbacks still apply
+    assert (taken > 0) is direct
 
 
 async def test_a_push_message_inside_a_batch_is_not_taken_for_a_reply(redis_url: str) -> None:
