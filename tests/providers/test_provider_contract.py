@@ -125,10 +125,7 @@ async def test_a_stream_broken_mid_answer_is_a_connection_error(
     """The connection cut, or the body ended cleanly before the answer did (no finish, no
     closing events): a broken stream, not a complete answer to record and cache."""
     fake.script(broken)
-    seen: list[ProviderEvent] = []
-    with pytest.raises(ProviderConnectionError):
-        async for event in provider.stream(REQUEST):
-            seen.append(event)
+    seen = await events_until(provider, REQUEST, ProviderConnectionError)
     assert text_of(seen) == "part0 part1 "
 
 
