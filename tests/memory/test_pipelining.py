@@ -464,24 +464,30 @@ async def test_a_probe_without_answer_reopens_the_connection(
         assert await pipeline.command("CLIENT", "ID") != first
 
 
+@pytest.fixture
+def direct_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A count of the replies read straight from redis-py's hiredis reader (``[n]``)."""
+    taken = [0]
+    reply = pipelining._reply
+
+    async def counted(*args: Any) -> Any:
+        taken[0] += 1
+        return await reply(*args)
+
+    monkeypatch.setattr(pipelining, "_reply", counted)
+    return taken
+
+
 @pytest.mark.parametrize("protocol", [2, 3])
 @pytest.mark.parametrize("direct", [True, False], ids=["from the reader", "via the connection"])
 async def test_a_batch_of_replies_larger_than_one_read_comes_back_whole(
-        redis_url: str, protocol: int, direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        redis_url: str, protocol: int, direct: bool, monkeypatch: pytest.MonkeyPatch,
+        direct_reads: list[int]) -> None:
     """A batch whose replies span many socket reads, with an error reply inside, comes
     back in order, on RESP2 and on RESP3 (redis-py 8's default); read from redis-py's
     hiredis reader directly, or, for a parser it does not know, through the connection."""
     if not direct:
         monkeypatch.setattr(pipelining, "_AsyncHiredisParser", type("Other", (), {}))
-    taken = 0
-    reply = pipelining._reply
-
-    async def counted(*args: Any) -> Any:
-        nonlocal taken
-        taken += 1
-        return await reply(*args)
-
-    monkeypatch.setattr(pipelining, "_reply", counted)
     async with pipeline_on(f"{redis_url}?protocol={protocol}",
                            hold_connection=True) as (client, pipeline):
         await client.set("{t}:text", "not a number")
@@ -492,7 +498,37 @@ async def test_a_batch_of_replies_larger_than_one_read_comes_back_whole(
         assert isinstance(replies.pop(20), ResponseError)
         assert replies == [text.encode() for text in big]
         assert await pipeline.command("HGETALL", "{t}:none") == {}  # callbacks still apply
-    assert (taken > 0) is direct
+    assert (direct_reads[0] > 0) is direct
+
+
+async def test_a_client_read_timeout_still_bounds_each_reply(
+        redis_url: str, redis_client: RedisClient) -> None:
+    """A client with a read timeout of its own (not the runtime's pipeline client, which
+    has none) keeps it on a held connection: a server that stops answering fails the
+    call with redis-py's TimeoutError, even with no bound on the batch."""
+    client = connect_redis(f"{redis_url}?socket_timeout=0.2")
+    pipeline = AutoPipeline(client, hold_connection=True)
+    try:
+        assert await pipeline.command("ECHO", "before") == b"before"
+        await redis_client.execute_command("CLIENT", "PAUSE", 2000, "ALL")
+        with pytest.raises(RedisTimeoutError):
+            await pipeline.command("ECHO", "during")
+    finally:
+        await redis_client.execute_command("CLIENT", "UNPAUSE")
+        await client.aclose()
+
+
+async def test_a_health_checked_connection_is_read_through_redis_py(
+        redis_url: str, direct_reads: list[int]) -> None:
+    """With ``health_check_interval``, every reply moves the connection's next check on,
+    as redis-py does when it reads: such a connection is not read from the reader."""
+    async with pipeline_on(f"{redis_url}?health_check_interval=30",
+                           hold_connection=True) as (_, pipeline):
+        assert await pipeline.command("ECHO", "x") == b"x"
+    assert direct_reads[0] == 0
+    async with pipeline_on(redis_url, hold_connection=True) as (_, pipeline):
+        assert await pipeline.command("ECHO", "x") == b"x"
+    assert direct_reads[0] == 1
 
 
 async def test_a_push_message_inside_a_batch_is_not_taken_for_a_reply(redis_url: str) -> None:
