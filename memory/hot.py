@@ -44,7 +44,7 @@ while first <= #ARGV do
   redis.call('RPUSH', KEYS[2], unpack(ARGV, first, last))
   first = last + 1
 end
-if #ARGV >= 9 then redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1) end
+if #ARGV >= 9 then redis.call('LTRIM', KEYS[2], '-' .. ARGV[4], '-1') end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 if #KEYS == 3 then

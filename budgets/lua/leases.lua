@@ -6,6 +6,9 @@
 --   A[1] now, epoch milliseconds (from the caller's clock; never redis TIME)
 --   A[2] at most this many expired leases are released per call
 --   A[3] seconds a released lease record is kept so that a late settle still bills
+-- Numbers go to redis.call as text wherever they can (an argument passed on as it came, a
+-- count written '0'): Redis prints a Lua number anew, with the C library's floating-point
+-- formatting, in every call given one.
 --
 -- A scope key is a HASH with 'used' and 'reserved' tokens (plus 'cost_micros' and
 -- 'alerted' on the brand month); its committed usage is used + reserved.
@@ -57,12 +60,13 @@ local function expire_at(key, at_s)
   redis.call('EXPIRE', key, string.format('%d', ttl))
 end
 
--- Give back `amount` reserved tokens on a scope key, never below zero. Answers true
--- when the key did not hold them (it had expired and HINCRBY made it anew).
+-- Give back `amount` reserved tokens (the lease record's word for them: passed on as
+-- text, with no number made of it and printed back) on a scope key, never below zero.
+-- Answers true when the key did not hold them (it had expired and HINCRBY made it anew).
 local function unreserve(key, amount)
-  if amount == 0 then return redis.call('EXISTS', key) == 0 end
-  if redis.call('HINCRBY', key, 'reserved', -amount) < 0 then
-    redis.call('HSET', key, 'reserved', 0)
+  if amount == '0' then return redis.call('EXISTS', key) == 0 end
+  if redis.call('HINCRBY', key, 'reserved', '-' .. amount) < 0 then
+    redis.call('HSET', key, 'reserved', '0')
     return true
   end
   return false
@@ -72,13 +76,13 @@ end
 -- its tokens go back to its four scopes (those still there: a key whose period ended
 -- must not come back without its TTL) and its record is kept as 'x' for late settles.
 local function release_expired(leases)
-  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', A[1], 'LIMIT', 0, A[2])
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', A[1], 'LIMIT', '0', A[2])
   for _, lease in ipairs(expired) do
     local text = redis.call('GET', lease)
     if text and string.sub(text, 1, 1) == 'r' then
       local r = words(text)
       for i = 3, 6 do
-        if redis.call('EXISTS', r[i]) == 1 then unreserve(r[i], num(r[2])) end
+        if redis.call('EXISTS', r[i]) == 1 then unreserve(r[i], r[2]) end
       end
       redis.call('SET', lease, 'x' .. string.sub(text, 2), 'EX', A[3])
     end

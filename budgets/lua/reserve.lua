@@ -27,11 +27,13 @@ if previous then
 end
 
 local tokens = tonumber(A[4])
+local text = A[4]  -- tokens as the commands take them (a number is printed anew each time)
 local least, conversation_limit = tonumber(A[14]), tonumber(A[8])
 if least > 0 and conversation_limit >= 0 then
   local r = redis.call('HMGET', KEYS[4], 'used', 'reserved')
   local left = conversation_limit - num(r[1]) - num(r[2])
   tokens = math.max(least, math.min(tokens, left))
+  text = string.format('%d', tokens)
 end
 local absent = {}  -- per limited scope: its key did not exist (nil: not read)
 for i = 1, 4 do
@@ -52,14 +54,14 @@ end
 -- again whenever nothing else is in flight on it.
 local expiry = {A[10], A[11], A[11]}
 for i = 1, 4 do
-  local reserved = redis.call('HINCRBY', KEYS[i], 'reserved', tokens)
+  local reserved = redis.call('HINCRBY', KEYS[i], 'reserved', text)
   if i == 4 then
     if reserved == tokens then redis.call('EXPIRE', KEYS[4], A[12]) end
   elseif absent[i] or (absent[i] == nil and reserved == tokens) then
     expire_at(KEYS[i], expiry[i])
   end
 end
-redis.call('SET', KEYS[6], table.concat({'r', tokens, KEYS[1], KEYS[2], KEYS[3], KEYS[4],
+redis.call('SET', KEYS[6], table.concat({'r', text, KEYS[1], KEYS[2], KEYS[3], KEYS[4],
   A[10], A[11], A[12], A[13], A[7]}, ' '))
 redis.call('ZADD', KEYS[5], A[9], KEYS[6])
 return tokens

@@ -22,7 +22,7 @@ if r[1] == 'r' then redis.call('ZREM', KEYS[2], KEYS[1]) end
 local used = 0
 local expiry = {r[7], r[8], r[8]}
 for i = 3, 6 do
-  local recreated = r[1] == 'x' or unreserve(r[i], num(r[2]))
+  local recreated = r[1] == 'x' or unreserve(r[i], r[2])
   local now_used = redis.call('HINCRBY', r[i], 'used', A[4])
   if i == 5 then used = now_used end
   if recreated then
@@ -33,7 +33,7 @@ end
 local cost = redis.call('HINCRBY', r[5], 'cost_micros', A[5])
 local alert_at = num(r[10])
 local crossed = alert_at > 0 and used >= alert_at
-  and redis.call('HSETNX', r[5], 'alerted', 1) == 1
+  and redis.call('HSETNX', r[5], 'alerted', '1') == 1
 
 redis.call('SET', KEYS[1], 's', 'EX', A[6])
 if crossed then
