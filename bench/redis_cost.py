@@ -1,4 +1,4 @@
-"""What the budget scripts cost Redis: instructions a reserve + settle pair, counted exactly.
+"""What the budget scripts cost Redis: instructions a reserve + settle pair, counted, not timed.
 
     .venv/bin/python bench/redis_cost.py HEAD~1 .          # a revision against the tree
     .venv/bin/python bench/redis_cost.py . --pairs 4000
@@ -12,7 +12,8 @@ turns at a time, each user with one turn in flight, a new conversation each turn
 finite limits on all four scopes (as the benchmark's config has them), reserve then
 settle. Each tree runs twice, with no pairs and with ``--pairs``; the difference divided
 by the pairs is what one pair costs the server (its network reads and writes included).
-Needs valgrind; the counts are exact for a given redis-server build.
+Needs valgrind; for a given redis-server build the counts repeat to within about 0.2 %
+(the order in which the server reads the pipelined calls varies a little).
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def main() -> int:
     print("|---|---|---|")
     for label, cost in costs:
         print(f"| {label} | {cost:,.0f} | {cost / base:.3f}× |")
-    print(f"\n{args.pairs} pairs, 50 at a time, counted by callgrind (exact for this "
-          f"redis-server build).\nRerun: "
+    print(f"\n{args.pairs} pairs, 50 at a time, counted by callgrind (they repeat to "
+          f"within about 0.2 %).\nRerun: "
           f"{shlex.join(['.venv/bin/python', 'bench/redis_cost.py', *sys.argv[1:]])}")
     return 0
 
