@@ -12,8 +12,8 @@ turns at a time, each user with one turn in flight, a new conversation each turn
 finite limits on all four scopes (as the benchmark's config has them), reserve then
 settle. Each tree runs twice, with no pairs and with ``--pairs``; the difference divided
 by the pairs is what one pair costs the server (its network reads and writes included).
-Needs valgrind; for a given redis-server build the counts repeat to within about 0.2 %
-(the order in which the server reads the pipelined calls varies a little).
+Needs valgrind; for a given redis-server build the counts repeat to within about half a
+percent (the order in which the server reads the pipelined calls varies a little).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,36 +66,24 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 
 
 def instructions(tree: Path, pairs: int, python: str) -> int:
-    """redis-server's instructions, start to shutdown, with ``pairs`` pairs driven."""
+    """redis-server's instructions, start to stop, with ``pairs`` pairs driven."""
     with tempfile.TemporaryDirectory(prefix="chatgate-redis-cost-") as tmp:
-        port = svc.free_port()
-        out = Path(tmp) / "callgrind.out"
-        server = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-             shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        workdir = Path(tmp)
+        out = workdir / "callgrind.out"
+        server = svc.start_redis(workdir, None, timeout_s=60, wrapper=[
+            "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
         try:
-            deadline = time.monotonic() + 60
-            while not svc.port_open(port)():
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("redis-server did not start under valgrind")
-                time.sleep(0.2)
             # Run from the temporary directory: ``python -c`` puts the working directory
             # first on its path, ahead of PYTHONPATH, and this checkout's packages with it.
-            subprocess.run([python, "-c", DRIVER, f"redis://127.0.0.1:{port}/0", str(pairs)],
-                           check=True, cwd=tmp, env={**os.environ, "PYTHONPATH": str(tree)})
-            subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"],
-                           capture_output=True)
-            server.wait(timeout=60)
+            subprocess.run([python, "-c", DRIVER, f"redis://127.0.0.1:{server.port}/0",
+                            str(pairs)], check=True, cwd=workdir,
+                           env={**os.environ, "PYTHONPATH": str(tree)})
         finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
-        for line in out.read_text().splitlines():
+            server.stop()  # SIGTERM: redis-server exits, and callgrind writes its counts
+        for line in out.read_text().splitlines() if out.exists() else ():
             if line.startswith(("summary:", "totals:")):
                 return int(line.split()[1])
-    raise SystemExit(f"no instruction count in {out}")
+        raise SystemExit(f"no instruction count from callgrind; its log:\n{server.log_tail()}")
 
 
 def main() -> int:
@@ -105,12 +92,13 @@ def main() -> int:
                         help="a source directory or a git revision (the first is the base)")
     parser.add_argument("--pairs", type=int, default=2000)
     args = parser.parse_args()
-    for tool in ("valgrind", "redis-server", "redis-cli"):
+    for tool in ("valgrind", "redis-server"):
         if shutil.which(tool) is None:
             print(f"{tool} not found: bench/redis_cost.py needs valgrind and Debian's "
-                  f"redis-server (with redis-cli)", file=sys.stderr)
+                  f"redis-server", file=sys.stderr)
             return 2
-    python = str(svc.ROOT / ".venv" / "bin" / "python")
+    venv_python = svc.ROOT / ".venv" / "bin" / "python"
+    python = str(venv_python) if venv_python.exists() else sys.executable
     with checked_out(args.trees) as trees:
         costs = []
         for tree in trees:
@@ -124,7 +112,7 @@ def main() -> int:
     for label, cost in costs:
         print(f"| {label} | {cost:,.0f} | {cost / base:.3f}× |")
     print(f"\n{args.pairs} pairs, 50 at a time, counted by callgrind (they repeat to "
-          f"within about 0.2 %).\nRerun: "
+          f"within about half a percent).\nRerun: "
           f"{shlex.join(['.venv/bin/python', 'bench/redis_cost.py', *sys.argv[1:]])}")
     return 0
 

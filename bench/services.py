@@ -189,18 +189,20 @@ def set_profile(upstream: Service, **profile: object) -> None:
         raise RuntimeError(f"upstream refused profile {profile}: {status} {body[:200]!r}")
 
 
-def start_redis(workdir: Path, core: int | None) -> Service:
+def start_redis(workdir: Path, core: int | None, *, wrapper: Sequence[str] = (),
+                timeout_s: float = 10) -> Service:
+    """A redis-server of its own (run under ``wrapper``, such as valgrind, if given)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise StartError("redis-server not found (apt-get install redis-server)")
     port = free_port()
     data = workdir / "redis"
     data.mkdir(exist_ok=True)
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-           "no", "--dir", str(data), "--daemonize", "no", "--protected-mode", "yes",
-           "--maxclients", "20000"]
+    cmd = [*wrapper, binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "no", "--dir", str(data), "--daemonize", "no", "--protected-mode",
+           "yes", "--maxclients", "20000"]
     return start("redis", cmd, port=port, workdir=workdir, core=core, ready=port_open(port),
-                 timeout_s=10)
+                 timeout_s=timeout_s)
 
 
 def start_bare(workdir: Path, upstream: Service, core: int | None) -> Service:

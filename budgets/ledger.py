@@ -98,6 +98,8 @@ class ReservationRequest:
     but not below this (the prompt plus one answer token); 0: ``tokens`` or a refusal."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tokens, int) or not isinstance(self.least_tokens, int):
+            raise TypeError("tokens and least_tokens are whole numbers (int)")
         if self.tokens < 0:
             raise ValueError("tokens must be >= 0")
         if not 0 <= self.least_tokens <= self.tokens:

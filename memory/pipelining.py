@@ -26,14 +26,14 @@ With ``hold_connection`` (a real server's client, as the runtime makes it), a ba
 on a connection the pipeline keeps between batches, with redis-py's pipeline protocol and
 nothing around it: the connection checked first (reopened if the server closed it while it
 was idle), every command packed into one write, then each reply read and passed through
-the client's response callback (taken from redis-py's hiredis reader when it holds the
-reply whole, as redis-py's parser would, without three coroutine levels a reply), retried
-as redis-py retries a pipeline (the connection's
-``Retry``: none unless configured; a retried batch is sent whole again, scripts that ran
-included, as redis-py's would be). redis-py's ``Pipeline`` object adds a pool checkout and
-release, its command stack, observability hooks and per-command checks: measured against a
-real server, a batch of 16 commands cost 254 µs of CPU through it and 77 µs without it
-(83 with the check).
+the client's response callback (on a connection with no read timeout or health check of
+its own, as the runtime's is, taken from redis-py's hiredis reader when it holds the reply
+whole, without three coroutine levels a reply), retried as redis-py retries a pipeline
+(the connection's ``Retry``: none unless configured; a retried batch is sent whole again,
+scripts that ran included, as redis-py's would be). redis-py's ``Pipeline`` object adds a
+pool checkout and release, its command stack, observability hooks and per-command checks:
+measured against a real server, a batch of 16 commands cost 254 µs of CPU through it and
+77 µs without it (83 with the check).
 
 Scripts are redis-py ``Script`` objects: they know their SHA1 locally, run with
 ``EVALSHA``, and on ``NOSCRIPT`` (a restarted server, a failover, ``SCRIPT FLUSH``) are
@@ -274,7 +274,9 @@ class AutoPipeline:
         # do per reply (no read timeout, no health-check clock to move, as the runtime's
         # pipeline client has it): its buffered replies are taken without three coroutine
         # levels each (0.99x the CPU per turn). Any other connection or parser, or one
-        # whose parts have moved, is read through the connection as before.
+        # whose parts have moved, is read through the connection as before. Looked up
+        # after the send: a reconnect there makes a new reader, and the old one may still
+        # hold the unread replies of a batch that failed.
         parser = getattr(connection, "_parser", None)
         reader = getattr(parser, "_reader", None)
         direct = (isinstance(parser, _AsyncHiredisParser) and reader is not None

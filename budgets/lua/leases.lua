@@ -1,8 +1,6 @@
 -- Shared prelude of reserve.lua, settle.lua and read.lua (budgets/scripts.py prepends it).
--- Every script that uses it takes integers as its arguments, A[1], A[2], ... (ARGV, as
--- strings: the client sends them as separate arguments, which costs it no more than one
--- joined string and spares each script splitting that string). The first three are the
--- same for every script:
+-- Every script that uses it takes integers as its arguments, A[1], A[2], ... (its ARGV,
+-- each a decimal string). The first three are the same for every script:
 --   A[1] now, epoch milliseconds (from the caller's clock; never redis TIME)
 --   A[2] at most this many expired leases are released per call
 --   A[3] seconds a released lease record is kept so that a late settle still bills

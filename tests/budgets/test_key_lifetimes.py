@@ -15,11 +15,12 @@ import random
 import pytest
 
 from budgets import BudgetLedger, BudgetLimits, RequestIdReused, ReservationRequest
+from budgets.keys import PERIOD_MARGIN_S
 from memory.redis_client import RedisClient
-from tests.budgets.conftest import ManualClock
+from tests.budgets.conftest import UNLIMITED_LIMITS, ManualClock
 
 LIMITS = [
-    BudgetLimits(-1, -1, -1, -1),
+    UNLIMITED_LIMITS,
     BudgetLimits(300, 1000, 2000, 400, 0.5),
     BudgetLimits(100, -1, 500, -1, 0.8),
     BudgetLimits(-1, 200, -1, 150),
@@ -29,15 +30,25 @@ BRANDS, USERS, CONVERSATIONS = ("b1", "b2"), ("u1", "u2", "u-3"), ("c1", "c2", "
 STEPS = 250
 
 
-async def keys_without_ttl(redis: RedisClient) -> list[str]:
-    """Keys that would live forever. Leases are the exception by design: an outstanding
-    lease record leaves with its lease (released, settled or taken back), and the brand's
-    set of them empties, and so goes, as they do."""
-    found = []
-    for key in await redis.keys("*"):
-        name = key.decode()
-        if ":lease" not in name and await redis.ttl(key) == -1:
-            found.append(name)
+# Keys that would live forever, in one round trip. An outstanding lease is the exception by
+# design: its record ('r ...') leaves with it (released, settled or taken back), and the
+# brand's set of them (a ZSET) empties, and so goes, as they do. A released or settled
+# record ('x ...', 's') is kept a while, never for good.
+WITHOUT_TTL = """
+local found = {}
+for _, key in ipairs(redis.call('KEYS', '*')) do
+  if redis.call('TTL', key) == -1 then
+    local kind = redis.call('TYPE', key)['ok']
+    local outstanding = kind == 'string' and string.sub(redis.call('GET', key), 1, 2) == 'r '
+    if kind ~= 'zset' and not outstanding then found[#found + 1] = key end
+  end
+end
+return found
+"""
+
+
+async def keys_without_ttl(redis: RedisClient) -> list[bytes]:
+    found: list[bytes] = await redis.eval(WITHOUT_TTL, 0)
     return found
 
 
@@ -67,7 +78,7 @@ async def test_no_budget_key_is_left_without_a_ttl(
                                 cost_usd=rnd.choice([0.0, 0.001, 0.25]))
         elif op < 0.80:
             seconds = rnd.choice([1, 30, 121, 600, 86400, 3 * 86400])
-            if clock.now + seconds < start + 6 * 86400:  # the keys' own margin is 7 days
+            if clock.now + seconds < start + PERIOD_MARGIN_S - 86400:  # keys' own margin
                 clock.advance(seconds)
         elif op < 0.90:
             brand = rnd.choice(BRANDS)

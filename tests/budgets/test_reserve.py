@@ -219,3 +219,5 @@ async def test_invalid_inputs_are_refused_early() -> None:
         BudgetLimits(user_day=-2, user_month=1, brand_month=1, conversation=1)
     with pytest.raises(ValueError):
         request("r", -1)
+    with pytest.raises(TypeError):  # the scripts take whole numbers only
+        request("r", 300.0)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis._parsers import _AsyncRESP2Parser, _AsyncRESP3Parser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -297,10 +298,11 @@ async def wait_for_idle_server(client: RedisClient) -> None:
 
 
 @asynccontextmanager
-async def pipeline_on(url: str, **options: Any
-                      ) -> AsyncIterator[tuple[RedisClient, AutoPipeline]]:
-    """The runtime's pipeline client of ``url`` (closed after) and an auto-pipeline on it."""
-    client = connect_pipeline_client(url)
+async def pipeline_on(url: str, *, client_options: dict[str, Any] | None = None,
+                      **options: Any) -> AsyncIterator[tuple[RedisClient, AutoPipeline]]:
+    """The runtime's pipeline client of ``url`` (closed after; with redis-py's
+    ``client_options``, if given) and an auto-pipeline on it."""
+    client = connect_pipeline_client(url, **(client_options or {}))
     assert client is not None
     try:
         yield client, AutoPipeline(client, **options)
@@ -481,15 +483,16 @@ def direct_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 @pytest.mark.parametrize("protocol", [2, 3])
 @pytest.mark.parametrize("direct", [True, False], ids=["from the reader", "via the connection"])
 async def test_a_batch_of_replies_larger_than_one_read_comes_back_whole(
-        redis_url: str, protocol: int, direct: bool, monkeypatch: pytest.MonkeyPatch,
-        direct_reads: list[int]) -> None:
+        redis_url: str, protocol: int, direct: bool, direct_reads: list[int]) -> None:
     """A batch whose replies span many socket reads, with an error reply inside, comes
     back in order, on RESP2 and on RESP3 (redis-py 8's default); read from redis-py's
-    hiredis reader directly, or, for a parser it does not know, through the connection."""
-    if not direct:
-        monkeypatch.setattr(pipelining, "_AsyncHiredisParser", type("Other", (), {}))
-    async with pipeline_on(f"{redis_url}?protocol={protocol}",
-                           hold_connection=True) as (client, pipeline):
+    hiredis reader directly, or, with redis-py's own Python parser, through the
+    connection."""
+    python_parser = _AsyncRESP2Parser if protocol == 2 else _AsyncRESP3Parser
+    async with pipeline_on(
+            f"{redis_url}?protocol={protocol}", hold_connection=True,
+            client_options=None if direct else {"parser_class": python_parser}) as (
+            client, pipeline):
         await client.set("{t}:text", "not a number")
         big = [f"{i:04d}" + "x" * 20_000 for i in range(40)]  # 800 kB of replies
         calls = [pipeline.command("ECHO", text) for text in big]
@@ -518,17 +521,50 @@ async def test_a_client_read_timeout_still_bounds_each_reply(
         await client.aclose()
 
 
-async def test_a_health_checked_connection_is_read_through_redis_py(
-        redis_url: str, direct_reads: list[int]) -> None:
-    """With ``health_check_interval``, every reply moves the connection's next check on,
-    as redis-py does when it reads: such a connection is not read from the reader."""
-    async with pipeline_on(f"{redis_url}?health_check_interval=30",
-                           hold_connection=True) as (_, pipeline):
-        assert await pipeline.command("ECHO", "x") == b"x"
-    assert direct_reads[0] == 0
-    async with pipeline_on(redis_url, hold_connection=True) as (_, pipeline):
-        assert await pipeline.command("ECHO", "x") == b"x"
-    assert direct_reads[0] == 1
+async def test_a_health_checked_connection_is_not_pinged_while_it_answers(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``health_check_interval``, redis-py PINGs a connection before a command only
+    when nothing was read from it for that long: every reply a batch reads moves the
+    check on, so batches closer together than the interval send no PING."""
+    async with pipeline_on(redis_url, hold_connection=True,
+                           client_options={"health_check_interval": 0.3}) as (
+            client, pipeline):
+        connection_class = client.connection_pool.connection_class
+        send_command = connection_class.send_command
+        sent: list[Any] = []
+
+        async def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+            sent.append(args[0])
+            await send_command(self, *args, **kwargs)
+
+        await pipeline.command("ECHO", "connect")
+        monkeypatch.setattr(connection_class, "send_command", recording)
+        for i in range(8):  # 0.8 s in all: more than twice the interval
+            assert await pipeline.command("ECHO", str(i)) == str(i).encode()
+            await asyncio.sleep(0.1)
+        assert sent.count("PING") == 0
+
+
+async def test_a_batch_after_a_broken_one_reads_only_its_own_replies(
+        redis_url: str) -> None:
+    """A batch cut short by a failing response callback leaves replies unread: its
+    connection is dropped, and the next batch, on the connection made anew, reads only
+    its own (the reader of the old connection, replies and all, is not reused)."""
+    async with pipeline_on(redis_url, hold_connection=True) as (client, pipeline):
+        echo = client.response_callbacks.get("ECHO")
+
+        def failing_on_boom(reply: Any, **options: Any) -> Any:
+            if reply == b"boom":
+                raise ValueError("a callback that fails")
+            return reply if echo is None else echo(reply, **options)
+
+        client.response_callbacks["ECHO"] = failing_on_boom
+        broken = await asyncio.gather(
+            *(pipeline.command("ECHO", text) for text in ("x1", "boom", "x3")),
+            return_exceptions=True)
+        assert all(isinstance(outcome, ValueError) for outcome in broken)
+        assert await asyncio.gather(pipeline.command("ECHO", "a"),
+                                    pipeline.command("ECHO", "b")) == [b"a", b"b"]
 
 
 async def test_a_push_message_inside_a_batch_is_not_taken_for_a_reply(redis_url: str) -> None:

@@ -74,9 +74,12 @@ def test_a_series_is_looked_up_once_and_counts_as_labels_would() -> None:
 
 
 def test_series_beyond_the_remembered_number_still_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory the lookups take is bounded: past ``MAX_SERIES``, a series is looked up
+    each time, and still counts."""
     monkeypatch.setattr(observability, "MAX_SERIES", 2)
     metrics = Metrics()
     for outcome in ("stop", "length", "error", "error"):
         metrics.series(metrics.turns, "growain", outcome).inc()
     assert metrics.registry.get_sample_value(
         "chatgate_turns_total", {"brand": "growain", "outcome": "error"}) == 2.0
+    assert len(metrics._series) == 2
