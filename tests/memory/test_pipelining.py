@@ -417,22 +417,29 @@ async def test_a_connection_closed_while_the_process_was_frozen_is_probed_and_re
         killer.close()
 
 
+def commands_sent(client: RedisClient, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The names of the commands redis-py sends one by one on ``client``'s connections from
+    now on (its own PINGs among them; a pipelined batch goes out packed, not here)."""
+    connection_class = client.connection_pool.connection_class
+    send_command = connection_class.send_command
+    sent: list[Any] = []
+
+    async def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+        sent.append(args[0])
+        await send_command(self, *args, **kwargs)
+
+    monkeypatch.setattr(connection_class, "send_command", recording)
+    return sent
+
+
 @pytest.mark.parametrize(("idle_probe_s", "pings"), [(60.0, 0), (0.0, 5)])
 async def test_only_a_long_idle_connection_is_probed(
         redis_url: str, monkeypatch: pytest.MonkeyPatch, idle_probe_s: float,
         pings: int) -> None:
     async with pipeline_on(redis_url, hold_connection=True, idle_probe_s=idle_probe_s) as (
             client, pipeline):
-        connection_class = client.connection_pool.connection_class
-        send_command = connection_class.send_command
-        sent: list[Any] = []
-
-        async def recording(self: Any, *args: Any, **kwargs: Any) -> None:
-            sent.append(args[0])
-            await send_command(self, *args, **kwargs)
-
         await pipeline.command("ECHO", "connect")
-        monkeypatch.setattr(connection_class, "send_command", recording)
+        sent = commands_sent(client, monkeypatch)
         for i in range(5):
             assert await pipeline.command("ECHO", str(i)) == str(i).encode()
         assert sent.count("PING") == pings
@@ -529,16 +536,8 @@ async def test_a_health_checked_connection_is_not_pinged_while_it_answers(
     async with pipeline_on(redis_url, hold_connection=True,
                            client_options={"health_check_interval": 0.3}) as (
             client, pipeline):
-        connection_class = client.connection_pool.connection_class
-        send_command = connection_class.send_command
-        sent: list[Any] = []
-
-        async def recording(self: Any, *args: Any, **kwargs: Any) -> None:
-            sent.append(args[0])
-            await send_command(self, *args, **kwargs)
-
         await pipeline.command("ECHO", "connect")
-        monkeypatch.setattr(connection_class, "send_command", recording)
+        sent = commands_sent(client, monkeypatch)
         for i in range(8):  # 0.8 s in all: more than twice the interval
             assert await pipeline.command("ECHO", str(i)) == str(i).encode()
             await asyncio.sleep(0.1)
