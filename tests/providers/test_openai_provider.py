@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import httpx2
 import openai
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -15,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from gateway.config import ProviderOptions
 from providers.base import Finish, Provider, TextDelta, UsageReport
 from providers.errors import ProviderConnectionError, ProviderOverloaded, ProviderRateLimited
-from providers.openai_provider import OpenAIProvider
+from providers.openai_provider import OpenAIProvider, _SDKClient, build_openai_params
 from tests.fakes.providers import TEST_API_KEY, chat_request, provider_for
 from tests.fakes.upstream import FakeUpstream, ok, sse, status
 
@@ -115,6 +117,68 @@ async def test_retry_after_is_read(provider: Provider, openai_fake: FakeUpstream
         [_ async for _ in provider.stream(CONVERSATION)]
     assert caught.value.retry_after_s == 0.75
     assert openai_fake.request_count == 1
+
+
+
+def _options(provider: OpenAIProvider, request_id: str = "turn-1") -> Any:
+    return provider._completions.model_copy(update={
+        "content": orjson.dumps(build_openai_params(CONVERSATION)),
+        "idempotency_key": request_id})
+
+
+@pytest.mark.parametrize("answer", [ok("Hi", " there"), status(429, retry_after=0.5),
+                                    status(400, error_code="invalid_request_error"),
+                                    status(401), status(500)],
+                         ids=["200", "429", "400", "401", "500"])
+async def test_the_direct_send_is_the_sdks_request(
+        provider: Provider, openai_fake: FakeUpstream, answer: Any) -> None:
+    """The provider's send (the SDK's request built and sent, without ``request``'s loop)
+    puts on the wire what the SDK's ``request`` does, and answers what it answers: the
+    streamed body, or the same typed status error (class, status, message, body)."""
+    assert isinstance(provider, OpenAIProvider)
+    sdk = provider._client
+    outcomes = []
+    for send in (sdk.stream_response,
+                 lambda options: sdk.request(httpx2.Response, options, stream=True)):
+        openai_fake.script(answer)
+        try:
+            response = await send(_options(provider))
+        except openai.APIStatusError as exc:
+            outcomes.append((type(exc), exc.status_code, str(exc), exc.body))
+        else:
+            outcomes.append((response.status_code, await response.aread()))
+            await response.aclose()
+    direct, by_request = openai_fake.requests
+    assert direct.headers == by_request.headers
+    assert direct.body == by_request.body
+    assert outcomes[0] == outcomes[1]
+
+
+async def test_the_provider_sends_without_the_sdks_request_loop(
+        provider: Provider, openai_fake: FakeUpstream,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provider's client (a plain key, no retries) never goes through ``request``."""
+    async def not_expected(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the SDK's request() was used")
+
+    monkeypatch.setattr(openai.AsyncOpenAI, "request", not_expected)
+    events = [e async for e in provider.stream(CONVERSATION)]
+    assert any(isinstance(e, Finish) for e in events)
+    assert openai_fake.request_count == 1
+
+
+async def test_a_client_that_retries_is_sent_the_sdks_whole_way(
+        provider: Provider, openai_fake: FakeUpstream) -> None:
+    """A client with retries of its own (the router retries for providers; this one is
+    not a provider's) is sent by the SDK's ``request``, which retries a 500."""
+    assert isinstance(provider, OpenAIProvider)
+    sdk = provider._client.with_options(max_retries=1)
+    assert isinstance(sdk, _SDKClient)
+    openai_fake.script(status(500, retry_after=0.01), ok("Hi"))
+    response = await sdk.stream_response(_options(provider))
+    assert response.status_code == 200
+    await response.aclose()
+    assert openai_fake.request_count == 2
 
 
 async def test_fake_answers_without_stream(client: openai.AsyncOpenAI,
