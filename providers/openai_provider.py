@@ -190,6 +190,16 @@ class _SDKClient(openai.AsyncOpenAI):
                 self._parsed_urls[url] = parsed
         return parsed
 
+    @functools.cached_property
+    def _plain(self) -> bool:
+        """No retries and a plain API key: nothing of the SDK's request loop applies (what
+        decides it is set when the client is made; ``with_options`` makes a new one)."""
+        return (not self.max_retries and isinstance(self.api_key, str)
+                and self.custom_auth is None
+                and getattr(self, "_api_key_provider", None) is None
+                and getattr(self, "_provider_runtime", None) is None
+                and getattr(self, "_workload_identity_auth", None) is None)
+
     async def stream_response(self, options: FinalRequestOptions) -> httpx2.Response:
         """A streamed raw response, as ``request(httpx2.Response, options, stream=True)``
         answers it for a client with a plain API key and no retries (every provider's):
@@ -200,11 +210,7 @@ class _SDKClient(openai.AsyncOpenAI):
         response is returned as it is) and costs about 0.1 ms a request. A client with
         any of them, or with retries, goes the SDK's whole way. ``options``: the request's
         own copy (an idempotency key is set on it when it has none, as ``request`` does)."""
-        if (self.max_retries or not isinstance(options.max_retries, openai.NotGiven)
-                or not isinstance(self.api_key, str) or self.custom_auth is not None
-                or getattr(self, "_api_key_provider", None) is not None
-                or getattr(self, "_provider_runtime", None) is not None
-                or getattr(self, "_workload_identity_auth", None) is not None
+        if (not self._plain or not isinstance(options.max_retries, openai.NotGiven)
                 or options.follow_redirects is not None):
             return await self.request(httpx2.Response, options, stream=True)
         if options.idempotency_key is None:
