@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from moto.server import ThreadedMotoServer
 
+from memory import pipelining
 from memory.cold import Archive, open_archive
 from memory.redis_client import RedisClient, connect_pipeline_client
 from memory.warm import HistoryStore, open_history
@@ -130,3 +131,18 @@ async def unretrieved() -> AsyncIterator[Callable[[], list[str]]]:
 
     yield messages
     loop.set_exception_handler(None)
+
+
+@pytest.fixture
+def direct_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A count of the replies the auto-pipeline reads straight from redis-py's hiredis
+    reader (``[n]``), its direct path."""
+    taken = [0]
+    reply = pipelining._reply
+
+    async def counted(*args: Any) -> Any:
+        taken[0] += 1
+        return await reply(*args)
+
+    monkeypatch.setattr(pipelining, "_reply", counted)
+    return taken

@@ -473,20 +473,6 @@ async def test_a_probe_without_answer_reopens_the_connection(
         assert await pipeline.command("CLIENT", "ID") != first
 
 
-@pytest.fixture
-def direct_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """A count of the replies read straight from redis-py's hiredis reader (``[n]``)."""
-    taken = [0]
-    reply = pipelining._reply
-
-    async def counted(*args: Any) -> Any:
-        taken[0] += 1
-        return await reply(*args)
-
-    monkeypatch.setattr(pipelining, "_reply", counted)
-    return taken
-
-
 @pytest.mark.parametrize("protocol", [2, 3])
 @pytest.mark.parametrize("direct", [True, False], ids=["from the reader", "via the connection"])
 async def test_a_batch_of_replies_larger_than_one_read_comes_back_whole(

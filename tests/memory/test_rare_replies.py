@@ -23,7 +23,6 @@ from redis._parsers import _AsyncRESP2Parser
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from memory import pipelining
 from memory.pipelining import AutoPipeline
 from memory.redis_client import connect_pipeline_client
 
@@ -91,19 +90,6 @@ async def scripted(answer: Answer) -> AsyncIterator[tuple[ScriptedRedis, str]]:
     finally:
         listener.close()
         await listener.wait_closed()
-
-
-@pytest.fixture
-def direct_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    taken = [0]
-    reply = pipelining._reply
-
-    async def counted(*args: Any) -> Any:
-        taken[0] += 1
-        return await reply(*args)
-
-    monkeypatch.setattr(pipelining, "_reply", counted)
-    return taken
 
 
 async def batches(url: str, direct: bool, *batches: tuple[str, ...]) -> list[list[Any]]:
