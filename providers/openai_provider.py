@@ -190,30 +190,40 @@ class _SDKClient(openai.AsyncOpenAI):
                 self._parsed_urls[url] = parsed
         return parsed
 
+    def platform_headers(self) -> dict[str, str]:
+        """No platform headers: a provider's requests leave them out (``default_headers``
+        omits them), and the SDK's would look the platform up on the event loop (a
+        blocking read of the OS release, once) when its ``request`` had not done so in a
+        thread."""
+        return {}
+
     @functools.cached_property
-    def _plain(self) -> bool:
-        """No retries and a plain API key: nothing of the SDK's request loop applies (what
-        decides it is set when the client is made; ``with_options`` makes a new one)."""
-        return (not self.max_retries and isinstance(self.api_key, str)
-                and self.custom_auth is None
+    def _plain_credentials(self) -> bool:
+        """A plain API key, and none of the SDK's other ways to authenticate (a key
+        provider, workload identity, a provider runtime, custom auth): set when the client
+        is made (``with_options`` and ``copy`` make a new one)."""
+        return (isinstance(self.api_key, str) and self.custom_auth is None
                 and getattr(self, "_api_key_provider", None) is None
                 and getattr(self, "_provider_runtime", None) is None
                 and getattr(self, "_workload_identity_auth", None) is None)
 
     async def stream_response(self, options: FinalRequestOptions) -> httpx2.Response:
         """A streamed raw response, as ``request(httpx2.Response, options, stream=True)``
-        answers it for a client with a plain API key and no retries (every provider's):
-        the SDK builds the request (auth, headers, URL, body, timeout) and makes its typed
-        status errors, and the request goes to its HTTP client. What ``request`` adds
-        around that does nothing for such a client (its retry loop runs once; its
-        credential providers, workload identity and provider runtimes are unset; the raw
-        response is returned as it is) and costs about 0.1 ms a request. A client with
-        any of them, or with retries, goes the SDK's whole way. ``options``: the request's
-        own copy (an idempotency key is set on it when it has none, as ``request`` does)."""
-        if (not self._plain or not isinstance(options.max_retries, openai.NotGiven)
+        answers it for a client with a plain API key and no retries (every provider's),
+        for options with no headers or redirect setting of their own (every provider
+        request's): the SDK builds the request (auth, headers, URL, body, timeout) and
+        makes its typed status errors, and the request goes to its HTTP client. What
+        ``request`` adds around that does nothing for such a client and request (its retry
+        loop runs once; its credential-provider, workload-identity and provider-runtime
+        hooks are unset; the raw response is returned as it is) and costs about 0.1 ms a
+        request. Anything else goes the SDK's whole way. ``options``: the request's own
+        copy (an idempotency key is set on it when the client sends one, as ``request``
+        does)."""
+        if (self.max_retries or not self._plain_credentials or options.headers
+                or not isinstance(options.max_retries, openai.NotGiven)
                 or options.follow_redirects is not None):
             return await self.request(httpx2.Response, options, stream=True)
-        if options.idempotency_key is None:
+        if options.idempotency_key is None and self._idempotency_header:
             options.idempotency_key = self._idempotency_key()
         request = self._build_request(options, retries_taken=0)
         response = await self._client.send(request, stream=True)
@@ -256,7 +266,8 @@ class OpenAIProvider:
         # The SDK's raw request (``cast_to=httpx.Response``): its auth, base URL, timeouts
         # and status errors, without re-validating our own typed params. The body goes as
         # orjson bytes (``content``): the SDK's JSON encoder is slower. The turn's request
-        # id is the SDK's idempotency key (None: the SDK makes one).
+        # id is the SDK's idempotency key, for a client that sends one (the OpenAI client
+        # has no idempotency header: it goes nowhere).
         options = self._completions.model_copy(update={
             "content": orjson.dumps(build_openai_params(request)),
             "idempotency_key": request.request_id or None})

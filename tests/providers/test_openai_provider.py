@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -13,13 +14,26 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from openai import _base_client
 
 from gateway.config import ProviderOptions
 from providers.base import Finish, Provider, TextDelta, UsageReport
-from providers.errors import ProviderConnectionError, ProviderOverloaded, ProviderRateLimited
-from providers.openai_provider import OpenAIProvider, _SDKClient, build_openai_params
+from providers.errors import (
+    ProviderConnectionError,
+    ProviderError,
+    ProviderOverloaded,
+    ProviderRateLimited,
+    ProviderTimeout,
+)
+from providers.openai_provider import (
+    OpenAIProvider,
+    _SDKClient,
+    build_openai_params,
+    map_openai_errors,
+)
 from tests.fakes.providers import TEST_API_KEY, chat_request, provider_for
-from tests.fakes.upstream import FakeUpstream, ok, sse, status
+from tests.fakes.upstream import FakeUpstream, hang_before_first_token, ok, sse, status
+from tests.redis_server import free_port
 
 CONVERSATION = chat_request(("system", "You are terse."), ("user", "Hi"), model="gpt-test",
                             max_tokens=42)
@@ -119,11 +133,31 @@ async def test_retry_after_is_read(provider: Provider, openai_fake: FakeUpstream
     assert openai_fake.request_count == 1
 
 
-
-def _options(provider: OpenAIProvider, request_id: str = "turn-1") -> Any:
+def _options(provider: OpenAIProvider, **update: Any) -> Any:
     return provider._completions.model_copy(update={
         "content": orjson.dumps(build_openai_params(CONVERSATION)),
-        "idempotency_key": request_id})
+        "idempotency_key": "turn-1", **update})
+
+
+def _by_request(sdk: openai.AsyncOpenAI) -> Callable[[Any], Awaitable[httpx2.Response]]:
+    return lambda options: sdk.request(httpx2.Response, options, stream=True)
+
+
+async def _outcome(send: Callable[[Any], Awaitable[httpx2.Response]], options: Any) -> Any:
+    """What a send answers: the status and body, or its error as ours (the provider's
+    mapping) with the SDK's status error details where there is one."""
+    try:
+        with map_openai_errors():
+            response = await send(options)
+    except ProviderError as exc:
+        cause = exc.__cause__
+        sdk_error = ((type(cause), cause.status_code, str(cause), cause.body)
+                     if isinstance(cause, openai.APIStatusError) else None)
+        return type(exc), getattr(exc, "retry_after_s", None), sdk_error
+    try:
+        return response.status_code, await response.aread()
+    finally:
+        await response.aclose()
 
 
 @pytest.mark.parametrize("answer", [ok("Hi", " there"), status(429, retry_after=0.5),
@@ -131,27 +165,48 @@ def _options(provider: OpenAIProvider, request_id: str = "turn-1") -> Any:
                                     status(401), status(500)],
                          ids=["200", "429", "400", "401", "500"])
 async def test_the_direct_send_is_the_sdks_request(
-        provider: Provider, openai_fake: FakeUpstream, answer: Any) -> None:
+        openai_fake: FakeUpstream, answer: Any) -> None:
     """The provider's send (the SDK's request built and sent, without ``request``'s loop)
     puts on the wire what the SDK's ``request`` does, and answers what it answers: the
-    streamed body, or the same typed status error (class, status, message, body)."""
-    assert isinstance(provider, OpenAIProvider)
-    sdk = provider._client
+    streamed body, or the same typed status error (class, status, message, body). Each
+    way on a client of its own (a client keeps the headers it built once)."""
     outcomes = []
-    for send in (sdk.stream_response,
-                 lambda options: sdk.request(httpx2.Response, options, stream=True)):
+    for way in ("direct", "request"):
+        provider = provider_for("openai", openai_fake)
+        assert isinstance(provider, OpenAIProvider)
+        sdk = provider._client
         openai_fake.script(answer)
-        try:
-            response = await send(_options(provider))
-        except openai.APIStatusError as exc:
-            outcomes.append((type(exc), exc.status_code, str(exc), exc.body))
-        else:
-            outcomes.append((response.status_code, await response.aread()))
-            await response.aclose()
+        send = sdk.stream_response if way == "direct" else _by_request(sdk)
+        outcomes.append(await _outcome(send, _options(provider)))
+        await provider.aclose()
     direct, by_request = openai_fake.requests
     assert direct.headers == by_request.headers
     assert direct.body == by_request.body
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("failure", ["refused", "timeout"])
+async def test_the_direct_send_fails_as_the_sdks_request_does(
+        openai_fake: FakeUpstream, failure: str) -> None:
+    """A refused connection and a server that sends no headers within the client's
+    timeout are the same errors of ours either way (the SDK would wrap httpx2's errors
+    in its own; the provider's mapping takes both to the same)."""
+    options = ProviderOptions(first_token_timeout_s=0.2, chunk_timeout_s=0.2)
+    if failure == "refused":
+        options = replace(options, base_url=f"http://127.0.0.1:{free_port()}/v1")
+    outcomes = []
+    for way in ("direct", "request"):
+        openai_fake.script(hang_before_first_token(headers=False))
+        provider = provider_for("openai", openai_fake, options)
+        if failure == "refused":
+            provider = OpenAIProvider(options, api_key=TEST_API_KEY)
+        assert isinstance(provider, OpenAIProvider)
+        sdk = provider._client
+        send = sdk.stream_response if way == "direct" else _by_request(sdk)
+        outcomes.append(await _outcome(send, _options(provider)))
+        await provider.aclose()
+    expected = ProviderConnectionError if failure == "refused" else ProviderTimeout
+    assert outcomes == [(expected, None, None)] * 2
 
 
 async def test_the_provider_sends_without_the_sdks_request_loop(
@@ -167,18 +222,73 @@ async def test_the_provider_sends_without_the_sdks_request_loop(
     assert openai_fake.request_count == 1
 
 
-async def test_a_client_that_retries_is_sent_the_sdks_whole_way(
-        provider: Provider, openai_fake: FakeUpstream) -> None:
-    """A client with retries of its own (the router retries for providers; this one is
-    not a provider's) is sent by the SDK's ``request``, which retries a 500."""
+async def test_the_platform_is_never_looked_up_on_the_event_loop(
+        provider: Provider, openai_fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's platform lookup (a blocking read of the OS release) is for headers a
+    provider leaves out; ``request`` would make it in a thread, the provider's send
+    makes it nowhere, and never on the event loop's thread."""
+    on_the_loop = []
+    lookup = _base_client.get_platform
+
+    def recorded() -> Any:
+        on_the_loop.append(threading.current_thread() is threading.main_thread())
+        return lookup()
+
+    monkeypatch.setattr(_base_client, "get_platform", recorded)
+    _base_client.platform_headers.cache_clear()  # as in a new process
+    try:
+        [_ async for _ in provider.stream(CONVERSATION)]
+    finally:
+        _base_client.platform_headers.cache_clear()
+    assert True not in on_the_loop
+
+
+async def _rotating_key() -> str:
+    return "sk-from-a-key-provider"
+
+
+@pytest.mark.parametrize("case", ["key provider", "client retries", "retries set later",
+                                  "request retries", "redirects", "request headers"])
+async def test_anything_the_request_loop_serves_goes_the_sdks_whole_way(
+        provider: Provider, openai_fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch,
+        case: str) -> None:
+    """A client or a request that ``request``'s loop does something for is sent by it: a
+    key provider (its key fetched per request), retries (the client's, set when it is
+    made or later, or the request's), a redirect setting, headers of the request's own."""
     assert isinstance(provider, OpenAIProvider)
-    sdk = provider._client.with_options(max_retries=1)
-    assert isinstance(sdk, _SDKClient)
+    sdk: _SDKClient = provider._client
+    options = _options(provider)
+    if case == "key provider":
+        sdk = sdk.with_options(api_key=_rotating_key)
+    elif case == "client retries":
+        sdk = sdk.with_options(max_retries=1)
+    elif case == "retries set later":
+        await (await sdk.stream_response(_options(provider))).aclose()  # decided, then...
+        sdk.max_retries = 1
+    elif case == "request retries":
+        options = _options(provider, max_retries=1)
+    elif case == "redirects":
+        options = _options(provider, follow_redirects=False)
+    else:
+        options = _options(provider, headers={"X-Request-Own": "yes"})
+    used = []
+    request = openai.AsyncOpenAI.request
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        used.append(case)
+        return await request(self, *args, **kwargs)
+
+    monkeypatch.setattr(openai.AsyncOpenAI, "request", counted)
     openai_fake.script(status(500, retry_after=0.01), ok("Hi"))
-    response = await sdk.stream_response(_options(provider))
-    assert response.status_code == 200
-    await response.aclose()
-    assert openai_fake.request_count == 2
+    outcome = await _outcome(sdk.stream_response, options)
+    assert used == [case]
+    retried = case in ("client retries", "retries set later", "request retries")
+    assert outcome[0] == (200 if retried else ProviderOverloaded)
+    last = openai_fake.requests[-1].headers
+    if case == "key provider":
+        assert last["authorization"] == "Bearer sk-from-a-key-provider"
+    if case == "request headers":
+        assert last["x-request-own"] == "yes"
 
 
 async def test_fake_answers_without_stream(client: openai.AsyncOpenAI,
