@@ -135,8 +135,9 @@ async def unretrieved() -> AsyncIterator[Callable[[], list[str]]]:
 
 @pytest.fixture
 def direct_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """A count of the replies the auto-pipeline reads straight from redis-py's hiredis
-    reader (``[n]``), its direct path."""
+    """A count of the replies the auto-pipeline's direct path reads (``[n]``): from
+    redis-py's hiredis reader when buffered whole, else through its parser; zero when
+    every reply goes through the connection."""
     taken = [0]
     reply = pipelining._reply
 

@@ -63,9 +63,8 @@ class ScriptedRedis:
 
 async def _read_command(reader: asyncio.StreamReader) -> list[bytes] | None:
     header = await reader.readline()
-    if not header:
-        return None
-    assert header.startswith(b"*"), header
+    if not header.startswith(b"*"):  # closed, or not a RESP command: the connection ends
+        return None                  # (a test then fails on its outcome, not a timeout)
     words = []
     for _ in range(int(header[1:])):
         size = int((await reader.readline())[1:])
@@ -92,7 +91,7 @@ async def scripted(answer: Answer) -> AsyncIterator[tuple[ScriptedRedis, str]]:
         await listener.wait_closed()
 
 
-async def batches(url: str, direct: bool, *batches: tuple[str, ...]) -> list[list[Any]]:
+async def batches(url: str, direct: bool, *sent: tuple[str, ...]) -> list[list[Any]]:
     """Each batch's outcomes, one batch after another on one auto-pipeline of the
     runtime's pipeline client (``direct``: as it is; else with redis-py's Python parser);
     a word ``*`` is the scripted ``LOADME`` command, any other an ``ECHO`` of it; an
@@ -103,7 +102,7 @@ async def batches(url: str, direct: bool, *batches: tuple[str, ...]) -> list[lis
     results = []
     try:
         pipeline = AutoPipeline(client, hold_connection=True, timeout_s=5.0)
-        for words in batches:
+        for words in sent:
             answers = await asyncio.gather(
                 *(pipeline.command("LOADME") if w == "*" else pipeline.command("ECHO", w)
                   for w in words), return_exceptions=True)
@@ -113,8 +112,9 @@ async def batches(url: str, direct: bool, *batches: tuple[str, ...]) -> list[lis
     return results
 
 
-def loading_until_asked(times: int, when_ready: bytes, *, reply: bytes = LOADING) -> Answer:
-    """``LOADME`` answered ``reply`` for its first ``times`` asks, then ``when_ready``."""
+def loadme_answered(first: bytes, times: int, then: bytes) -> Answer:
+    """``LOADME`` answered ``first`` for its first ``times`` asks (empty: the connection
+    reset), then ``then``; every other command as a server answers it."""
     left = [times]
 
     def answer(words: list[bytes]) -> bytes:
@@ -122,8 +122,8 @@ def loading_until_asked(times: int, when_ready: bytes, *, reply: bytes = LOADING
             return ordinary(words)
         if left[0]:
             left[0] -= 1
-            return reply
-        return when_ready
+            return first
+        return then
 
     return answer
 
@@ -140,7 +140,7 @@ async def test_a_loading_server_fails_the_whole_batch_then_serves_the_next(
     whose reply came first too (a batch fails as one, as on any broken connection). The
     connection is dropped with whatever it had not read, so the next batch, the server
     ready, gets exactly its own replies on a new one."""
-    async with scripted(loading_until_asked(1, b"+ready\r\n")) as (server, url):
+    async with scripted(loadme_answered(LOADING, 1, b"+ready\r\n")) as (server, url):
         got = await batches(url, direct, ("a", "*", "b"), ("c", "*", "d"))
     assert got == [[BusyLoadingError] * 3, [b"c", b"ready", b"d"]]
     assert server.connections == 2
@@ -152,8 +152,8 @@ async def test_an_array_led_by_a_connection_error_fails_the_batch_as_that_error(
         direct: bool, direct_reads: list[int]) -> None:
     """An array whose first element is a connection-level error (``*1`` then
     ``-LOADING``) is that error, raised as redis-py's parser raises it, not a reply."""
-    async with scripted(loading_until_asked(1, b"*1\r\n$5\r\nready\r\n",
-                                            reply=b"*1\r\n" + LOADING)) as (server, url):
+    async with scripted(loadme_answered(b"*1\r\n" + LOADING, 1,
+                                        b"*1\r\n$5\r\nready\r\n")) as (server, url):
         got = await batches(url, direct, ("a", "*", "b"), ("c", "*", "d"))
     assert got == [[BusyLoadingError] * 3, [b"c", [b"ready"], b"d"]]
     assert server.connections == 2
@@ -166,7 +166,7 @@ async def test_a_connection_reset_mid_batch_is_a_connection_error(
     """A server that resets the connection (RST) after the batch's first reply: the
     socket's error (an ``OSError``) is redis-py's ``ConnectionError`` for every call of
     the batch; the next batch goes out on a new connection."""
-    async with scripted(loading_until_asked(1, b"+ready\r\n", reply=b"")) as (server, url):
+    async with scripted(loadme_answered(b"", 1, b"+ready\r\n")) as (server, url):
         got = await batches(url, direct, ("a", "*", "b"), ("c", "*", "d"))
     assert got == [[RedisConnectionError] * 3, [b"c", b"ready", b"d"]]
     assert server.connections == 2
