@@ -335,6 +335,22 @@ def start_portkey(workdir: Path, core: int | None) -> Service:
                  env={"NODE_ENV": "production"})
 
 
+def source_revision() -> str | None:
+    """The checkout's commit, and whether the packages that run differ from it (None
+    outside a git checkout): which code a report's figures are of."""
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True,
+                                  text=True, timeout=10, check=True).stdout.strip()
+
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--", "gateway", "providers", "memory",
+                      "budgets", "deploy", "pyproject.toml")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}, with uncommitted changes" if changed else commit
+
+
 def versions() -> dict[str, str]:
     """Versions of what runs, for the report."""
     import importlib.metadata as md
@@ -343,6 +359,9 @@ def versions() -> dict[str, str]:
     for dist in ("aiohttp", "chatgate"):
         with contextlib.suppress(md.PackageNotFoundError):
             out[dist] = md.version(dist)
+    revision = source_revision()
+    if revision and "chatgate" in out:
+        out["chatgate"] += f" ({revision})"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         litellm_py = LITELLM.parent / "python"
         if litellm_py.exists():
