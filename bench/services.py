@@ -335,17 +335,18 @@ def start_portkey(workdir: Path, core: int | None) -> Service:
                  env={"NODE_ENV": "production"})
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                          timeout=10, check=True).stdout.strip()
+
+
 def source_revision() -> str | None:
     """The checkout's commit, and whether the packages that run differ from it (None
     outside a git checkout): which code a report's figures are of."""
     try:
-        def git(*args: str) -> str:
-            return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True,
-                                  text=True, timeout=10, check=True).stdout.strip()
-
-        commit = git("rev-parse", "--short", "HEAD")
-        changed = git("status", "--porcelain", "--", "gateway", "providers", "memory",
-                      "budgets", "deploy", "pyproject.toml")
+        commit = _git("rev-parse", "--short", "HEAD")
+        changed = _git("status", "--porcelain", "--", "gateway", "providers", "memory",
+                       "budgets", "deploy", "pyproject.toml")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}, with uncommitted changes" if changed else commit

@@ -265,12 +265,10 @@ class OpenAIProvider:
     async def _send(self, request: ProviderRequest) -> httpx2.Response:
         # The SDK's raw request (``cast_to=httpx.Response``): its auth, base URL, timeouts
         # and status errors, without re-validating our own typed params. The body goes as
-        # orjson bytes (``content``): the SDK's JSON encoder is slower. The turn's request
-        # id is the SDK's idempotency key, for a client that sends one (the OpenAI client
-        # has no idempotency header: it goes nowhere).
+        # orjson bytes (``content``): the SDK's JSON encoder is slower. (No idempotency
+        # key: the OpenAI client sends none.)
         options = self._completions.model_copy(update={
-            "content": orjson.dumps(build_openai_params(request)),
-            "idempotency_key": request.request_id or None})
+            "content": orjson.dumps(build_openai_params(request))})
         return await self._client.stream_response(options)
 
     async def aclose(self) -> None:
