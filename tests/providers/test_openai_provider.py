@@ -160,6 +160,22 @@ async def _outcome(send: Callable[[Any], Awaitable[httpx2.Response]], options: A
         await response.aclose()
 
 
+async def _each_way(make: Callable[[], Provider]) -> list[Any]:
+    """One send's outcome through the provider's direct send, then through the SDK's
+    ``request``, each on a provider of its own (a client keeps the headers it built once)."""
+    outcomes = []
+    for direct in (True, False):
+        provider = make()
+        assert isinstance(provider, OpenAIProvider)
+        sdk = provider._client
+        try:
+            outcomes.append(await _outcome(sdk.stream_response if direct else _by_request(sdk),
+                                           _options(provider)))
+        finally:
+            await provider.aclose()
+    return outcomes
+
+
 @pytest.mark.parametrize("answer", [ok("Hi", " there"), status(429, retry_after=0.5),
                                     status(400, error_code="invalid_request_error"),
                                     status(401), status(500)],
@@ -168,21 +184,13 @@ async def test_the_direct_send_is_the_sdks_request(
         openai_fake: FakeUpstream, answer: Any) -> None:
     """The provider's send (the SDK's request built and sent, without ``request``'s loop)
     puts on the wire what the SDK's ``request`` does, and answers what it answers: the
-    streamed body, or the same typed status error (class, status, message, body). Each
-    way on a client of its own (a client keeps the headers it built once)."""
-    outcomes = []
-    for way in ("direct", "request"):
-        provider = provider_for("openai", openai_fake)
-        assert isinstance(provider, OpenAIProvider)
-        sdk = provider._client
-        openai_fake.script(answer)
-        send = sdk.stream_response if way == "direct" else _by_request(sdk)
-        outcomes.append(await _outcome(send, _options(provider)))
-        await provider.aclose()
-    direct, by_request = openai_fake.requests
-    assert direct.headers == by_request.headers
-    assert direct.body == by_request.body
-    assert outcomes[0] == outcomes[1]
+    streamed body, or the same typed status error (class, status, message, body)."""
+    openai_fake.script(answer, answer)
+    direct, by_request = await _each_way(lambda: provider_for("openai", openai_fake))
+    assert direct == by_request
+    sent_direct, sent_by_request = openai_fake.requests
+    assert sent_direct.headers == sent_by_request.headers
+    assert sent_direct.body == sent_by_request.body
 
 
 @pytest.mark.parametrize("failure", ["refused", "timeout"])
@@ -192,19 +200,12 @@ async def test_the_direct_send_fails_as_the_sdks_request_does(
     timeout are the same errors of ours either way (the SDK would wrap httpx2's errors
     in its own; the provider's mapping takes both to the same)."""
     options = ProviderOptions(first_token_timeout_s=0.2, chunk_timeout_s=0.2)
-    if failure == "refused":
-        options = replace(options, base_url=f"http://127.0.0.1:{free_port()}/v1")
-    outcomes = []
-    for way in ("direct", "request"):
-        openai_fake.script(hang_before_first_token(headers=False))
-        provider = provider_for("openai", openai_fake, options)
-        if failure == "refused":
-            provider = OpenAIProvider(options, api_key=TEST_API_KEY)
-        assert isinstance(provider, OpenAIProvider)
-        sdk = provider._client
-        send = sdk.stream_response if way == "direct" else _by_request(sdk)
-        outcomes.append(await _outcome(send, _options(provider)))
-        await provider.aclose()
+    refused = replace(options, base_url=f"http://127.0.0.1:{free_port()}/v1")
+    hang = hang_before_first_token(headers=False)
+    openai_fake.script(hang, hang)
+    outcomes = await _each_way(
+        lambda: OpenAIProvider(refused, api_key=TEST_API_KEY) if failure == "refused"
+        else provider_for("openai", openai_fake, options))
     expected = ProviderConnectionError if failure == "refused" else ProviderTimeout
     assert outcomes == [(expected, None, None)] * 2
 
